@@ -1,0 +1,640 @@
+// Package archiver owns turning a virtual tree or a byte stream into a
+// recovery point: parallel reading, content-defined chunking, deduplication
+// against the vault, reuse of unchanged files from a parent recovery point,
+// and the bottom-up construction of tree blobs.
+//
+// It knows nothing about where the tree comes from: sources (internal/source)
+// implement FS.
+package archiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffre/coffre/internal/repo"
+	"github.com/coffre/coffre/internal/repo/chunker"
+	"github.com/coffre/coffre/internal/repo/crypto"
+	"github.com/coffre/coffre/internal/repo/pack"
+	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/repo/tree"
+)
+
+// FS is a tree source. Paths are slash-separated and relative to the root
+// ("" is the root). Contract:
+//   - Root returns the metadata of the root (a directory, or a single file).
+//   - ReadDir returns the entries of a directory with their metadata (Name,
+//     Type, Mode, times, ids, Size, LinkTarget...; no Content or Subtree), minus
+//     excluded ones. An entry that vanished between listing and stat is left out.
+//   - Open opens a regular file for reading. The returned File's Close reports
+//     ErrChanged if the file changed while it was read.
+//
+// Methods are called from many goroutines at once.
+type FS interface {
+	Root() (tree.Node, error)
+	ReadDir(p string) ([]tree.Node, error)
+	Open(p string) (io.ReadCloser, error)
+}
+
+// ErrChanged is returned by a File's Close when the file changed while read.
+var ErrChanged = errors.New("file changed while it was being read")
+
+// Progress counts work done; all fields are updated atomically and may be
+// read while a backup runs.
+type Progress struct {
+	Files     atomic.Int64 // files processed (read or reused)
+	Dirs      atomic.Int64
+	Bytes     atomic.Int64 // logical bytes of files processed
+	BytesRead atomic.Int64 // bytes read from the source
+	Errors    atomic.Int64
+	Current   atomic.Value // string: a file being read
+}
+
+// Options tune a backup.
+type Options struct {
+	Parent       *snapshot.Manifest // reuse unchanged files from it
+	Readers      int                // files read concurrently (I/O parallelism), default 4
+	Workers      int                // CPU workers (hash, compress, encrypt), default GOMAXPROCS
+	Progress     *Progress
+	MaxBuffered  int64 // bytes of chunks in flight, default 16 MiB
+	Chunkers     int   // files chunked concurrently (large files), default 4
+	Tags         map[string]string
+	Resource     string
+	OnError      func(path string, err error) // called for every file-level error
+	MaxErrorList int                          // errors kept in the manifest, default 100
+}
+
+// Archiver backs up sources into one repository.
+type Archiver struct {
+	r    *repo.Repository
+	opts Options
+	prog *Progress
+
+	saveCh  chan saveJob
+	fileCh  chan fileJob
+	mem     *memLimit
+	workers sync.WaitGroup
+
+	errMu  sync.Mutex
+	errs   []string
+	nerrs  int64
+	fatal  error
+	hlinks sync.Map // devino -> *hlink
+	cancel context.CancelFunc
+
+	fs           FS
+	chunkers     chan *chunker.Chunker
+	dirSem       *trySem
+	filesChanged atomic.Int64
+}
+
+type saveJob struct {
+	data []byte
+	out  *crypto.ID
+	done func(error)
+}
+
+type fileJob struct {
+	path string
+	node *tree.Node
+	done func()
+}
+
+type devino struct{ dev, ino uint64 }
+
+type hlink struct {
+	content []crypto.ID
+	ok      bool
+	ready   chan struct{}
+}
+
+// New makes an archiver writing to r.
+func New(r *repo.Repository, o Options) *Archiver {
+	if o.Readers <= 0 {
+		o.Readers = 8
+	}
+	if o.Workers <= 0 {
+		o.Workers = repo.Workers()
+	}
+	if o.MaxBuffered <= 0 {
+		o.MaxBuffered = 16 << 20
+	}
+	if o.Chunkers <= 0 {
+		o.Chunkers = 4
+	}
+	if o.MaxErrorList <= 0 {
+		o.MaxErrorList = 100
+	}
+	if o.Progress == nil {
+		o.Progress = &Progress{}
+	}
+	return &Archiver{r: r, opts: o, prog: o.Progress}
+}
+
+func (a *Archiver) start(ctx context.Context) context.Context {
+	ctx, a.cancel = context.WithCancel(ctx)
+	a.saveCh = make(chan saveJob, a.opts.Workers)
+	a.fileCh = make(chan fileJob)
+	a.mem = newMemLimit(a.opts.MaxBuffered)
+	a.chunkers = make(chan *chunker.Chunker, a.opts.Chunkers)
+	for i := 0; i < a.opts.Chunkers; i++ {
+		a.chunkers <- nil
+	}
+	a.dirSem = newTrySem(8)
+	for i := 0; i < a.opts.Workers; i++ {
+		a.workers.Add(1)
+		go a.saveWorker(ctx)
+	}
+	for i := 0; i < a.opts.Readers; i++ {
+		a.workers.Add(1)
+		go a.fileWorker(ctx)
+	}
+	return ctx
+}
+
+func (a *Archiver) stop() {
+	close(a.fileCh)
+	close(a.saveCh)
+	a.workers.Wait()
+	a.cancel()
+}
+
+func (a *Archiver) saveWorker(ctx context.Context) {
+	defer a.workers.Done()
+	for j := range a.saveCh {
+		var err error
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		} else {
+			*j.out, _, err = a.r.SaveBlob(ctx, pack.DataBlob, j.data)
+		}
+		a.mem.release(int64(cap(j.data)))
+		putChunk(j.data)
+		j.done(err)
+	}
+}
+
+func (a *Archiver) fileWorker(ctx context.Context) {
+	defer a.workers.Done()
+	for j := range a.fileCh {
+		a.saveFile(ctx, j.path, j.node)
+		j.done()
+	}
+}
+
+// getChunker takes one of the few chunkers (each holds a buffer of twice the
+// maximum chunk size, so their number bounds memory, not the reader count).
+func (a *Archiver) getChunker(ctx context.Context) (*chunker.Chunker, error) {
+	select {
+	case c := <-a.chunkers:
+		if c == nil {
+			c = chunker.New(nil, a.r.Config().TreeChunker, a.r.ChunkerTable())
+		}
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (a *Archiver) putChunker(c *chunker.Chunker) {
+	c.Reset(nil)
+	a.chunkers <- c
+}
+
+// setFatal records an error that aborts the backup (vault write failure).
+func (a *Archiver) setFatal(err error) {
+	a.errMu.Lock()
+	if a.fatal == nil {
+		a.fatal = err
+		a.cancel()
+		a.mem.wake()
+	}
+	a.errMu.Unlock()
+}
+
+func (a *Archiver) fileError(p string, err error) {
+	a.prog.Errors.Add(1)
+	a.errMu.Lock()
+	a.nerrs++
+	if len(a.errs) < a.opts.MaxErrorList {
+		a.errs = append(a.errs, fmt.Sprintf("%s: %v", p, err))
+	}
+	a.errMu.Unlock()
+	if a.opts.OnError != nil {
+		a.opts.OnError(p, err)
+	}
+}
+
+// saveFile reads one regular file into n.Content; file-level problems are
+// recorded in n.Error, vault failures abort via setFatal.
+func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node) {
+	if n.Links > 1 {
+		v, loaded := a.hlinks.LoadOrStore(devino{n.DeviceID, n.Inode}, &hlink{ready: make(chan struct{})})
+		h := v.(*hlink)
+		if loaded {
+			select {
+			case <-h.ready:
+			case <-ctx.Done():
+				return
+			}
+			if h.ok {
+				n.Content = h.content
+				a.prog.Files.Add(1)
+				a.prog.Bytes.Add(int64(n.Size))
+				return
+			}
+			// the first link could not be read: try this one on its own
+		} else {
+			defer func() {
+				h.content, h.ok = n.Content, n.Error == "" && ctx.Err() == nil
+				close(h.ready)
+			}()
+		}
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = a.readFile(ctx, p, n)
+		if !errors.Is(err, ErrChanged) {
+			break
+		}
+	}
+	a.prog.Files.Add(1)
+	a.prog.Bytes.Add(int64(n.Size))
+	if err == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	var fe *fatalError
+	if errors.As(err, &fe) {
+		a.setFatal(fe.err)
+		return
+	}
+	n.Error = err.Error()
+	if !errors.Is(err, ErrChanged) {
+		n.Content = nil
+	}
+	a.fileError(p, err)
+}
+
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// readFile reads, chunks and saves one file. The chunks are saved by the
+// worker pool; readFile waits for all of them.
+func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
+	a.prog.Current.Store(p)
+	f, err := a.fs.Open(p)
+	if err != nil {
+		return err
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		serr error
+		ids  []*crypto.ID
+		size uint64
+	)
+	done := func(err error) {
+		if err != nil {
+			mu.Lock()
+			if serr == nil {
+				serr = err
+			}
+			mu.Unlock()
+		}
+		wg.Done()
+	}
+	submit := func(chunk []byte) error {
+		buf := getChunk(len(chunk))
+		if err := a.mem.acquire(ctx, int64(cap(buf))); err != nil {
+			putChunk(buf)
+			return err
+		}
+		buf = append(buf[:0], chunk...)
+		id := new(crypto.ID)
+		ids = append(ids, id)
+		size += uint64(len(chunk))
+		wg.Add(1)
+		select {
+		case a.saveCh <- saveJob{data: buf, out: id, done: done}:
+			return nil
+		case <-ctx.Done():
+			wg.Done()
+			a.mem.release(int64(cap(buf)))
+			return ctx.Err()
+		}
+	}
+	var rerr error
+	minSize := a.r.Config().TreeChunker.MinSize
+	if n.Size < uint64(minSize) {
+		// Small file: one read, one chunk, no chunker.
+		buf := getChunk(int(n.Size) + 1)
+		m, err := io.ReadFull(f, buf[:int(n.Size)+1])
+		switch {
+		case err == io.ErrUnexpectedEOF || err == io.EOF:
+			if m > 0 {
+				rerr = submit(buf[:m])
+			}
+		case err == nil: // grew while we read it
+			rerr = ErrChanged
+		default:
+			rerr = err
+		}
+		putChunk(buf)
+	} else if c, err := a.getChunker(ctx); err != nil {
+		rerr = err
+	} else {
+		c.Reset(f)
+		for {
+			chunk, err := c.Next(nil)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rerr = err
+				break
+			}
+			if rerr = submit(chunk); rerr != nil {
+				break
+			}
+		}
+		a.putChunker(c)
+	}
+	a.prog.BytesRead.Add(int64(size))
+	cerr := f.Close()
+	wg.Wait()
+	if serr != nil {
+		return &fatalError{serr}
+	}
+	if rerr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return rerr
+	}
+	n.Content = make([]crypto.ID, len(ids))
+	for i, id := range ids {
+		n.Content[i] = *id
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if size != n.Size {
+		n.Size = size
+	}
+	return nil
+}
+
+// Result is the outcome of a backup.
+type Result struct {
+	Manifest *snapshot.Manifest
+}
+
+// Backup backs up fsys and writes a recovery point. File-level errors make
+// the recovery point PARTIAL; vault errors abort it and nothing is written.
+func (a *Archiver) Backup(ctx context.Context, fsys FS, src snapshot.Source) (*snapshot.Manifest, error) {
+	start := a.r.Clock().Now()
+	a.fs = fsys
+	wctx := a.start(ctx)
+	root, err := fsys.Root()
+	if err != nil {
+		a.stop()
+		return nil, fmt.Errorf("back up %s: %w", describe(src), err)
+	}
+	var parentTree *crypto.ID
+	if a.opts.Parent != nil {
+		parentTree = &a.opts.Parent.Tree
+	}
+	var rootID crypto.ID
+	if root.Type == tree.TypeDir {
+		rootID, err = a.saveDir(wctx, "", parentTree)
+	} else {
+		// A single file: a root tree holding one node.
+		rootID, err = a.saveSingle(wctx, root, parentTree)
+	}
+	a.stop()
+	a.errMu.Lock()
+	fatal := a.fatal
+	a.errMu.Unlock()
+	if fatal != nil {
+		return nil, fmt.Errorf("back up %s: %w", describe(src), fatal)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("back up %s: %w", describe(src), err)
+	}
+	if err := a.r.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("back up %s: %w", describe(src), err)
+	}
+	var rootNode *tree.Node
+	if root.Type == tree.TypeDir {
+		root.Subtree = &rootID
+		rootNode = &root
+	}
+	return a.commit(ctx, rootID, rootNode, src, start)
+}
+
+func (a *Archiver) commit(ctx context.Context, rootID crypto.ID, rootNode *tree.Node, src snapshot.Source, start time.Time) (*snapshot.Manifest, error) {
+	st := a.r.Stats()
+	host, _ := os.Hostname()
+	m := &snapshot.Manifest{
+		Time: a.r.Clock().Now().UTC(), Hostname: host, Source: src, Tree: rootID, Root: rootNode, Status: snapshot.StatusCompleted,
+		Tags: a.opts.Tags, Errors: a.errs,
+		Stats: snapshot.Stats{
+			Files: a.prog.Files.Load(), Dirs: a.prog.Dirs.Load(), Bytes: a.prog.Bytes.Load(),
+			BytesRead: a.prog.BytesRead.Load(), BlobsAdded: st.BlobsAdded, BytesAdded: st.BytesAdded,
+			StoredAdded: st.StoredAdded, Errors: a.nerrs, DurationSec: a.r.Clock().Now().Sub(start).Seconds(),
+		},
+	}
+	m.Stats.FilesChanged = a.filesChanged.Load()
+	if a.opts.Parent != nil {
+		id := a.opts.Parent.ID
+		m.Parent = &id
+	}
+	if a.nerrs > 0 {
+		m.Status = snapshot.StatusPartial
+	}
+	if err := snapshot.Save(ctx, a.r, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func describe(src snapshot.Source) string {
+	switch {
+	case len(src.Paths) > 0:
+		return fmt.Sprint(src.Paths)
+	case src.Command != "":
+		return "output of " + src.Command
+	}
+	return src.Type
+}
+
+// unchanged reports whether cur can reuse prev's content.
+func (a *Archiver) unchanged(cur, prev *tree.Node) bool {
+	if prev == nil || prev.Type != tree.TypeFile || prev.Error != "" || prev.Size != cur.Size ||
+		!prev.ModTime.Equal(cur.ModTime) || !prev.ChangeTime.Equal(cur.ChangeTime) || prev.Inode != cur.Inode {
+		return false
+	}
+	if prev.Size > 0 && len(prev.Content) == 0 {
+		return false
+	}
+	for _, id := range prev.Content {
+		if !a.r.Index().Has(pack.DataBlob, id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *Archiver) loadPrev(ctx context.Context, id *crypto.ID) *tree.Tree {
+	if id == nil {
+		return nil
+	}
+	t, err := tree.Load(ctx, a.r, *id)
+	if err != nil {
+		// Not fatal: without the parent tree we just read everything.
+		a.r.Logger().Warn("cannot read parent tree, reading files again", "tree", id.Short(), "err", err)
+		return nil
+	}
+	return t
+}
+
+// saveDir backs up directory p and returns its tree id.
+func (a *Archiver) saveDir(ctx context.Context, p string, prevID *crypto.ID) (crypto.ID, error) {
+	if err := ctx.Err(); err != nil {
+		return crypto.ID{}, err
+	}
+	nodes, err := a.fs.ReadDir(p)
+	if err != nil {
+		return crypto.ID{}, err
+	}
+	a.prog.Dirs.Add(1)
+	prev := a.loadPrev(ctx, prevID)
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		derr error
+	)
+	setErr := func(err error) {
+		emu.Lock()
+		if derr == nil {
+			derr = err
+		}
+		emu.Unlock()
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		cp := path.Join(p, n.Name)
+		var pn *tree.Node
+		if prev != nil {
+			pn = prev.Find(n.Name)
+		}
+		switch n.Type {
+		case tree.TypeFile:
+			if a.unchanged(n, pn) {
+				n.Content = pn.Content
+				a.prog.Files.Add(1)
+				a.prog.Bytes.Add(int64(n.Size))
+				continue
+			}
+			a.filesChanged.Add(1)
+			wg.Add(1)
+			select {
+			case a.fileCh <- fileJob{path: cp, node: n, done: wg.Done}:
+			case <-ctx.Done():
+				wg.Done()
+			}
+		case tree.TypeDir:
+			var psub *crypto.ID
+			if pn != nil && pn.Type == tree.TypeDir {
+				psub = pn.Subtree
+			}
+			run := func() {
+				id, err := a.saveDir(ctx, cp, psub)
+				if err != nil {
+					if ctx.Err() != nil {
+						setErr(ctx.Err())
+						return
+					}
+					var fe *fatalError
+					if errors.As(err, &fe) {
+						setErr(err)
+						return
+					}
+					// An unreadable directory is a file-level error.
+					n.Error = err.Error()
+					a.fileError(cp, err)
+					empty := &tree.Tree{}
+					id, err = tree.Save(ctx, a.r, empty)
+					if err != nil {
+						setErr(&fatalError{err})
+						return
+					}
+				}
+				n.Subtree = &id
+			}
+			if a.dirSem.tryAcquire() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer a.dirSem.release()
+					run()
+				}()
+			} else {
+				run()
+			}
+		}
+	}
+	wg.Wait()
+	if derr != nil {
+		return crypto.ID{}, derr
+	}
+	if err := ctx.Err(); err != nil {
+		return crypto.ID{}, err
+	}
+	id, err := tree.Save(ctx, a.r, &tree.Tree{Nodes: nodes})
+	if err != nil {
+		return crypto.ID{}, &fatalError{err}
+	}
+	return id, nil
+}
+
+// saveSingle backs up a root that is a single file.
+func (a *Archiver) saveSingle(ctx context.Context, root tree.Node, prevID *crypto.ID) (crypto.ID, error) {
+	prev := a.loadPrev(ctx, prevID)
+	var pn *tree.Node
+	if prev != nil {
+		pn = prev.Find(root.Name)
+	}
+	n := root
+	if n.Type == tree.TypeFile {
+		if a.unchanged(&n, pn) {
+			n.Content = pn.Content
+			a.prog.Files.Add(1)
+			a.prog.Bytes.Add(int64(n.Size))
+		} else {
+			a.filesChanged.Add(1)
+			done := make(chan struct{})
+			select {
+			case a.fileCh <- fileJob{path: "", node: &n, done: func() { close(done) }}:
+				<-done
+			case <-ctx.Done():
+				return crypto.ID{}, ctx.Err()
+			}
+		}
+	}
+	id, err := tree.Save(ctx, a.r, &tree.Tree{Nodes: []tree.Node{n}})
+	if err != nil {
+		return crypto.ID{}, &fatalError{err}
+	}
+	return id, nil
+}

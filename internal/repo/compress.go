@@ -1,0 +1,104 @@
+package repo
+
+import (
+	"crypto/rand"
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/coffre/coffre/internal/repo/bufpool"
+
+	"github.com/coffre/coffre/internal/repo/pack"
+)
+
+var cryptoRand = rand.Read
+
+// compressor compresses blob payloads with zstd, keeping the raw bytes when
+// compression does not save at least 1/32 of them.
+type compressor struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+func zstdLevel(l int) zstd.EncoderLevel {
+	switch {
+	case l <= 1:
+		return zstd.SpeedFastest
+	case l == 2:
+		return zstd.SpeedDefault
+	case l == 3:
+		return zstd.SpeedBetterCompression
+	}
+	return zstd.SpeedBestCompression
+}
+
+func newCompressor(kind string, level int) *compressor {
+	c := &compressor{}
+	if kind == "zstd" {
+		// The options are constant and valid: these constructors cannot fail.
+		c.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstdLevel(level)), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<20))
+	}
+	c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20), zstd.IgnoreChecksum(true))
+	return c
+}
+
+// compress returns the payload to store and its compression.
+func (c *compressor) compress(dst, data []byte) ([]byte, uint8) {
+	if c.enc == nil || len(data) < 64 || incompressible(data) {
+		return data, pack.CompNone
+	}
+	out := c.enc.EncodeAll(data, dst)
+	if len(out) >= len(data)-len(data)/32 {
+		return data, pack.CompNone
+	}
+	return out, pack.CompZstd
+}
+
+func (c *compressor) decompress(dst, payload []byte, rawLen int) ([]byte, error) {
+	if cap(dst) < rawLen {
+		dst = make([]byte, 0, rawLen)
+	}
+	out, err := c.dec.DecodeAll(payload, dst[:0])
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != rawLen {
+		return nil, fmt.Errorf("decompressed %d bytes, want %d", len(out), rawLen)
+	}
+	return out, nil
+}
+
+func getBuf(n int) []byte { return bufpool.Default.Get(n + n/8 + 64)[:0] }
+
+func putBuf(b []byte) { bufpool.Default.Put(b) }
+
+// incompressible estimates from the byte entropy of two 4 KiB samples
+// whether data is random-looking (encrypted, already compressed): zstd would
+// spend time on it for nothing. Repetition inside high-entropy data is left
+// to deduplication.
+func incompressible(data []byte) bool {
+	const sample = 4 << 10
+	if len(data) < 4*sample {
+		return false
+	}
+	var hist [256]uint32
+	mid := len(data) / 2
+	for _, b := range data[:sample] {
+		hist[b]++
+	}
+	for _, b := range data[mid : mid+sample] {
+		hist[b]++
+	}
+	n := float64(2 * sample)
+	h := 0.0
+	for _, c := range hist {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h > 7.9
+}
