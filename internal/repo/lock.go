@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -211,5 +210,3 @@ func (r *Repository) RemoveStaleLocks(ctx context.Context, all bool) (int, error
 	return n, nil
 }
 
-// marshal helper kept for symmetry with LoadJSON in tests.
-var _ = json.Marshal

@@ -14,9 +14,9 @@ package pack
 
 import (
 	"encoding/binary"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/coffre/coffre/internal/repo/crypto"
 )
