@@ -209,4 +209,3 @@ func (r *Repository) RemoveStaleLocks(ctx context.Context, all bool) (int, error
 	}
 	return n, nil
 }
-

@@ -27,7 +27,7 @@ func testConfig(t *testing.T) Config {
 	t.Helper()
 	endpoint := os.Getenv("COFFRE_TEST_S3_ENDPOINT")
 	if endpoint == "" {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci || os.Getenv("COFFRE_TEST_REQUIRE_SERVICES") != "" {
 			t.Fatal("COFFRE_TEST_S3_ENDPOINT is not set in CI: run scripts/services.sh start ENVFILE and load ENVFILE")
 		}
 		t.Skip("COFFRE_TEST_S3_ENDPOINT not set; run scripts/services.sh start ENVFILE and load ENVFILE")
