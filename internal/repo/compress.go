@@ -75,6 +75,10 @@ func getBuf(n int) []byte { return bufpool.Default.Get(n + n/8 + 64)[:0] }
 
 func putBuf(b []byte) { bufpool.Default.Put(b) }
 
+// LooksIncompressible reports whether a sample of data looks random (its
+// byte entropy is near 8 bits): encrypted or already compressed content.
+func LooksIncompressible(sample []byte) bool { return entropy(sample) > 7.9 }
+
 // incompressible estimates from the byte entropy of two 4 KiB samples
 // whether data is random-looking (encrypted, already compressed): zstd would
 // spend time on it for nothing. Repetition inside high-entropy data is left
@@ -92,7 +96,22 @@ func incompressible(data []byte) bool {
 	for _, b := range data[mid : mid+sample] {
 		hist[b]++
 	}
-	n := float64(2 * sample)
+	return histEntropy(&hist, 2*sample) > 7.9
+}
+
+func entropy(b []byte) float64 {
+	var hist [256]uint32
+	for _, c := range b {
+		hist[c]++
+	}
+	return histEntropy(&hist, len(b))
+}
+
+func histEntropy(hist *[256]uint32, total int) float64 {
+	if total == 0 {
+		return 0
+	}
+	n := float64(total)
 	h := 0.0
 	for _, c := range hist {
 		if c > 0 {
@@ -100,5 +119,5 @@ func incompressible(data []byte) bool {
 			h -= p * math.Log2(p)
 		}
 	}
-	return h > 7.9
+	return h
 }

@@ -8,6 +8,7 @@
 package archiver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -90,6 +91,7 @@ type Archiver struct {
 
 	fs           FS
 	chunkers     chan *chunker.Chunker
+	fineChunkers chan *chunker.Chunker // with the stream parameters
 	dirSem       *trySem
 	filesChanged atomic.Int64
 }
@@ -143,8 +145,10 @@ func (a *Archiver) start(ctx context.Context) context.Context {
 	a.fileCh = make(chan fileJob)
 	a.mem = newMemLimit(a.opts.MaxBuffered)
 	a.chunkers = make(chan *chunker.Chunker, a.opts.Chunkers)
+	a.fineChunkers = make(chan *chunker.Chunker, a.opts.Chunkers)
 	for i := 0; i < a.opts.Chunkers; i++ {
 		a.chunkers <- nil
+		a.fineChunkers <- nil
 	}
 	a.dirSem = newTrySem(8)
 	for i := 0; i < a.opts.Workers; i++ {
@@ -188,6 +192,43 @@ func (a *Archiver) fileWorker(ctx context.Context) {
 	}
 }
 
+// FineChunkingMin is the size from which a compressible file (a database
+// dump, a log, a CSV export) is chunked with the vault's stream parameters:
+// such files change in place a little every day, and small chunks keep the
+// unchanged parts in unchanged chunks. Incompressible large files (media,
+// archives, encrypted data) keep the large tree chunks.
+const FineChunkingMin = 64 << 20
+
+// chunkerFor picks the chunker for a large file from its size and the entropy
+// of its first bytes, and returns the reader to chunk (the sniffed bytes put
+// back in front).
+func (a *Archiver) chunkerFor(ctx context.Context, n *tree.Node, f io.Reader) (*chunker.Chunker, io.Reader, error) {
+	if n.Size < FineChunkingMin {
+		c, err := a.getChunker(ctx)
+		return c, f, err
+	}
+	head := make([]byte, 64<<10)
+	m, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return nil, nil, err
+	}
+	head = head[:m]
+	src := io.MultiReader(bytes.NewReader(head), f)
+	if repo.LooksIncompressible(head) {
+		c, err := a.getChunker(ctx)
+		return c, src, err
+	}
+	select {
+	case c := <-a.fineChunkers:
+		if c == nil {
+			c = chunker.New(nil, a.r.Config().StreamChunker, a.r.ChunkerTable())
+		}
+		return c, src, nil
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
 // getChunker takes one of the few chunkers (each holds a buffer of twice the
 // maximum chunk size, so their number bounds memory, not the reader count).
 func (a *Archiver) getChunker(ctx context.Context) (*chunker.Chunker, error) {
@@ -204,6 +245,10 @@ func (a *Archiver) getChunker(ctx context.Context) (*chunker.Chunker, error) {
 
 func (a *Archiver) putChunker(c *chunker.Chunker) {
 	c.Reset(nil)
+	if c.Params() == a.r.Config().StreamChunker {
+		a.fineChunkers <- c
+		return
+	}
 	a.chunkers <- c
 }
 
@@ -350,10 +395,10 @@ func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
 			rerr = err
 		}
 		putChunk(buf)
-	} else if c, err := a.getChunker(ctx); err != nil {
+	} else if c, src, err := a.chunkerFor(ctx, n, f); err != nil {
 		rerr = err
 	} else {
-		c.Reset(f)
+		c.Reset(src)
 		for {
 			chunk, err := c.Next(nil)
 			if err == io.EOF {
