@@ -122,7 +122,7 @@ var DefaultInitOptions = InitOptions{
 	TreeChunker:   chunker.DefaultParams,
 	StreamChunker: chunker.StreamParams,
 	Compression:   "zstd",
-	ZstdLevel:     2,
+	ZstdLevel:     1,
 	PackSize:      8 << 20,
 }
 
