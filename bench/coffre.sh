@@ -10,6 +10,6 @@ export COFFRE_PASSWORD=bench
 tool_version() { "$COFFRE" --help | head -1; (cd "$_COFFRE_HERE" && git rev-parse --short HEAD 2>/dev/null); }
 tool_init()    { "$COFFRE" --vault "$1" init; }
 tool_backup()  { "$COFFRE" --vault "$1" backup "$2"; }
-tool_restore() { "$COFFRE" --vault "$1" restore latest --target "$2" --overwrite; }
+tool_restore() { "$COFFRE" --vault "$1" restore latest --target "$2"; }
 tool_check()   { "$COFFRE" --vault "$1" check --read-data; }
 tool_reset()   { :; }
