@@ -115,18 +115,14 @@ read is stored as PARTIAL and exits with code 3.`,
 					return err
 				}
 			}
-			r, err := g.open(ctx, true)
+			r, lock, err := g.openLocked(ctx, false, "backup", true)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			lock, err := r.Lock(ctx, false, "backup")
-			if err != nil {
-				return err
-			}
 			defer lock.Unlock()
 			prog := &archiver.Progress{}
-			opts := archiver.Options{Progress: prog, Tags: tags, Resource: f.resource,
+			opts := archiver.Options{Progress: prog, Tags: tags, Resource: f.resource, BeforeCommit: lock.Check,
 				OnError: func(p string, err error) { g.log.Warn("file not backed up completely", "path", p, "err", err) }}
 			var m *snapshot.Manifest
 			if f.stdin || f.command {

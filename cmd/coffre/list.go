@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffre/coffre/internal/repo/crypto"
+	"github.com/coffre/coffre/internal/repo/maintain"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/repo/tree"
 	"github.com/coffre/coffre/internal/source/fs"
@@ -173,20 +174,16 @@ func cmdRestore(g *globals) *cobra.Command {
 			if n != 1 {
 				return withCode(exitUsage, fmt.Errorf("give exactly one of --target, --stdout, --output"))
 			}
-			r, err := g.open(ctx, true)
+			r, lock, err := g.openLocked(ctx, false, "restore", true)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
+			defer lock.Unlock()
 			m, err := snapshot.Find(ctx, r, args[0])
 			if err != nil {
 				return err
 			}
-			lock, err := r.Lock(ctx, false, "restore")
-			if err != nil {
-				return err
-			}
-			defer lock.Unlock()
 			if toStdout || output != "" {
 				return g.restoreStream(cmd, r, m, sub, output)
 			}
@@ -280,15 +277,11 @@ func cmdDelete(g *globals) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.open(ctx, false)
+			r, lock, err := g.openLocked(ctx, true, "delete", false)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			lock, err := r.Lock(ctx, true, "delete")
-			if err != nil {
-				return err
-			}
 			defer lock.Unlock()
 			var ids []crypto.ID
 			for _, a := range args {
@@ -307,10 +300,7 @@ func cmdDelete(g *globals) *cobra.Command {
 				}
 			}
 			if prune {
-				if err := r.LoadIndex(ctx); err != nil {
-					return err
-				}
-				return g.runPrune(ctx, r, pruneFlags{})
+				return g.runPrune(ctx, r, lock, pruneFlags{grace: maintain.DefaultGrace})
 			}
 			if g.jsonOut {
 				return g.printJSON(map[string]any{"deleted": ids})

@@ -243,6 +243,29 @@ func (g *globals) open(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	return r, nil
 }
 
+// openLocked opens the vault, takes a lock, and only then loads the index:
+// an index read before the lock could list packs a concurrent prune is
+// deleting.
+func (g *globals) openLocked(ctx context.Context, exclusive bool, op string, loadIndex bool) (*repo.Repository, *repo.Lock, error) {
+	r, err := g.open(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	lock, err := r.Lock(ctx, exclusive, op)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	if loadIndex {
+		if err := r.LoadIndex(ctx); err != nil {
+			lock.Unlock()
+			r.Close()
+			return nil, nil, err
+		}
+	}
+	return r, lock, nil
+}
+
 // isTerminal reports whether progress should be drawn on stderr.
 func (g *globals) isTerminal() bool {
 	if g.quiet || g.jsonOut {

@@ -24,15 +24,11 @@ with the recovery points and files it affects; the exit code is then 4.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.open(ctx, false)
+			r, lock, err := g.openLocked(ctx, false, "check", false)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			lock, err := r.Lock(ctx, false, "check")
-			if err != nil {
-				return err
-			}
 			defer lock.Unlock()
 			var read atomic.Int64
 			p := startProgress(g.stderr, g.isTerminal(), func(el time.Duration) string {
@@ -91,26 +87,27 @@ func cmdPrune(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.open(ctx, false)
+			r, lock, err := g.openLocked(ctx, true, "prune", false)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			return g.runPrune(ctx, r, f)
+			defer lock.Unlock()
+			return g.runPrune(ctx, r, lock, f)
 		},
 	}
 	c.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "only show what would be removed")
-	c.Flags().DurationVar(&f.grace, "grace", time.Hour, "keep packs that are in no index when younger than this (a backup may still be writing them)")
+	c.Flags().DurationVar(&f.grace, "grace", maintain.DefaultGrace, "keep packs that are in no index when younger than this (a backup may still be writing them)")
 	return c
 }
 
-func (g *globals) runPrune(ctx context.Context, r *repo.Repository, f pruneFlags) error {
-	lock, err := r.Lock(ctx, true, "prune")
-	if err != nil {
-		return err
+// runPrune prunes under the exclusive lock the caller holds.
+func (g *globals) runPrune(ctx context.Context, r *repo.Repository, lock *repo.Lock, f pruneFlags) error {
+	grace := f.grace
+	if grace == 0 {
+		grace = -1 // --grace 0: really none
 	}
-	defer lock.Unlock()
-	st, err := maintain.Prune(ctx, r, maintain.PruneOptions{DryRun: f.dryRun, Grace: f.grace})
+	st, err := maintain.Prune(ctx, r, maintain.PruneOptions{DryRun: f.dryRun, Grace: grace, BeforeDelete: lock.Check})
 	if err != nil {
 		return err
 	}

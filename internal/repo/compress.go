@@ -16,7 +16,7 @@ import (
 var cryptoRand = rand.Read
 
 // compressor compresses blob payloads with zstd, keeping the raw bytes when
-// compression does not save at least 1/32 of them.
+// compression saves 1/32 of them or less.
 type compressor struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder

@@ -135,6 +135,13 @@ func (l *Lock) refresher() {
 		case <-t.C:
 			if err := l.Refresh(context.Background()); err != nil {
 				l.r.log.Error("refresh lock", "err", err)
+				l.mu.Lock()
+				// Others consider the lock stale once StaleAfter has passed
+				// since the last successful refresh: from then on it is lost.
+				if l.lost == nil && l.r.clock.Now().Sub(l.info.Time) > StaleAfter-RefreshEvery {
+					l.lost = fmt.Errorf("lock %s could not be refreshed for %s: %w", l.id.Short(), StaleAfter-RefreshEvery, err)
+				}
+				l.mu.Unlock()
 			}
 		}
 	}
@@ -199,6 +206,14 @@ func (r *Repository) RemoveStaleLocks(ctx context.Context, all bool) (int, error
 	for _, id := range ids {
 		var li LockInfo
 		err := r.LoadJSON(ctx, blob.KindLock, id, &li)
+		if err != nil && !all {
+			if blob.IsNotExist(err) {
+				continue
+			}
+			// Unreadable: a transient storage error must not remove a live
+			// lock. --remove-all removes it.
+			return n, fmt.Errorf("read lock %s: %w (use --remove-all to remove it anyway)", id.Short(), err)
+		}
 		if err == nil && !all && !r.isStale(li) {
 			continue
 		}

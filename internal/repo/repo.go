@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 
@@ -78,12 +79,13 @@ type Repository struct {
 
 	checkpoint int
 
-	mu      sync.Mutex
-	pending map[pendingKey]bool
-	unsaved []index.Pack // packs saved but not yet in an index file
-	written []index.Pack // every pack this handle saved
-	err     error        // sticky error of a failed pack upload
-	stats   Stats
+	mu           sync.Mutex
+	pending      map[pendingKey]bool
+	unsaved      []index.Pack // packs saved but not yet in an index file
+	written      []index.Pack // every pack this handle saved
+	indexWritten []crypto.ID
+	err          error // sticky error of a failed pack upload
+	stats        Stats
 
 	pmu      [2]sync.Mutex
 	open     [2]*openPack
@@ -144,6 +146,9 @@ func Init(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, io InitOp
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("create vault: %w", err)
 		}
+	}
+	if io.Compression == "zstd" && (io.ZstdLevel < 1 || io.ZstdLevel > 4) {
+		return nil, fmt.Errorf("create vault: zstd level %d out of range [1, 4]", io.ZstdLevel)
 	}
 	if io.Compression != "zstd" && io.Compression != "none" {
 		return nil, fmt.Errorf("create vault: unknown compression %q (want zstd or none)", io.Compression)
@@ -233,6 +238,7 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 	}
 	var key *crypto.Key
 	var keyID string
+	var lastErr error
 	tried := 0
 	for _, n := range names {
 		b, err := blob.LoadAll(ctx, be, blob.Handle{Kind: blob.KindKey, Name: n})
@@ -253,11 +259,24 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open vault: key %s: %w", n[:8], err)
+			// One bad key file must not stop the others from opening the vault.
+			o.Logger.Warn("skipping key file", "key", n, "err", err)
+			lastErr = err
+			continue
 		}
-		if key, err = crypto.KeyFromBytes(raw); err != nil {
-			return nil, fmt.Errorf("open vault: key %s: %w", n[:8], err)
+		k, err := crypto.KeyFromBytes(raw)
+		if err != nil {
+			o.Logger.Warn("skipping key file", "key", n, "err", err)
+			lastErr = err
+			continue
 		}
+		// The key must also open the config: a key file left by an
+		// interrupted init of another vault at the same place does not.
+		if _, err := k.OpenObject("config", sealed); err != nil {
+			o.Logger.Warn("key file opens a key that does not decrypt the config", "key", n)
+			continue
+		}
+		key = k
 		keyID = n
 		break
 	}
@@ -265,6 +284,9 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 		what := "passphrase"
 		if kp.Type() != "passphrase" {
 			what = kp.Type()
+		}
+		if lastErr != nil {
+			return nil, fmt.Errorf("open vault at %s: %w", be.Location(), lastErr)
 		}
 		if tried == 0 {
 			return nil, hint.With(fmt.Errorf("open vault at %s: %w: the vault has no %s key", be.Location(), crypto.ErrWrongKey, kp.Type()),
@@ -345,14 +367,37 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list index files: %w", err)
 	}
-	return parallel(ctx, len(ids), 4, func(i int) error {
+	files := make([]*index.File, len(ids))
+	err = parallel(ctx, len(ids), 4, func(i int) error {
 		f, err := r.LoadIndexFile(ctx, ids[i])
-		if err != nil {
-			return err
-		}
-		r.idx.AddFile(ids[i], f)
-		return nil
+		files[i] = f
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	// Files superseded by another (a prune's new index, written before the
+	// old ones are removed) are skipped; the rest are added in id order, so
+	// that which copy of a duplicated blob is used does not depend on timing.
+	superseded := map[crypto.ID]bool{}
+	for _, f := range files {
+		for _, s := range f.Supersedes {
+			superseded[s] = true
+		}
+	}
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return bytes.Compare(ids[order[a]][:], ids[order[b]][:]) < 0 })
+	for _, i := range order {
+		if superseded[ids[i]] {
+			r.idx.AddFile(ids[i], &index.File{})
+			continue
+		}
+		r.idx.AddFile(ids[i], files[i])
+	}
+	return nil
 }
 
 // LoadIndexFile reads and verifies one index file.
@@ -363,7 +408,7 @@ func (r *Repository) LoadIndexFile(ctx context.Context, id crypto.ID) (*index.Fi
 	}
 	f, err := index.Decode(plain)
 	if err != nil {
-		return nil, hint.With(fmt.Errorf("index %s: %w", id.Short(), err), "run `coffre check`; `coffre repair index` rebuilds the index from the packs")
+		return nil, hint.With(fmt.Errorf("index %s: %w", id.Short(), err), "run `coffre check` to see what is affected")
 	}
 	return f, nil
 }
@@ -546,10 +591,14 @@ func (r *Repository) savePackAsync(ctx context.Context, t pack.BlobType, op *ope
 		return ctx.Err()
 	}
 	r.inflight.Add(1)
+	// The save must not be cut short by the cancellation of the producer's
+	// context (the archiver cancels its workers' context when they are done):
+	// Flush waits for it, and its errors are sticky in r.err.
+	sctx := context.WithoutCancel(ctx)
 	go func() {
 		defer r.inflight.Done()
 		defer func() { <-r.saving }()
-		_ = r.savePack(ctx, t, op) // errors are sticky in r.err
+		_ = r.savePack(sctx, t, op)
 	}()
 	r.mu.Lock()
 	err := r.err
@@ -683,7 +732,17 @@ func (r *Repository) saveIndex(ctx context.Context) error {
 		return err
 	}
 	r.idx.AddFile(id, &index.File{})
+	r.mu.Lock()
+	r.indexWritten = append(r.indexWritten, id)
+	r.mu.Unlock()
 	return nil
+}
+
+// IndexFilesWritten returns the index files this handle wrote.
+func (r *Repository) IndexFilesWritten() []crypto.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]crypto.ID(nil), r.indexWritten...)
 }
 
 // SaveIndexFile writes a complete index file (used by prune and repair).

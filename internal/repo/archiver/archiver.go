@@ -69,6 +69,11 @@ type Options struct {
 	Resource     string
 	OnError      func(path string, err error) // called for every file-level error
 	MaxErrorList int                          // errors kept in the manifest, default 100
+	// BeforeCommit, when set, is called after all data is durable and right
+	// before the manifest is written; an error aborts the commit. The CLI
+	// passes the lock's Check, so a backup whose lock was lost (judged stale
+	// by another process) never commits.
+	BeforeCommit func(ctx context.Context) error
 }
 
 // Archiver backs up sources into one repository.
@@ -506,6 +511,11 @@ func (a *Archiver) commit(ctx context.Context, rootID crypto.ID, rootNode *tree.
 	}
 	if a.nerrs > 0 {
 		m.Status = snapshot.StatusPartial
+	}
+	if a.opts.BeforeCommit != nil {
+		if err := a.opts.BeforeCommit(ctx); err != nil {
+			return nil, fmt.Errorf("back up %s: not committing: %w", describe(src), err)
+		}
 	}
 	if err := snapshot.Save(ctx, a.r, m); err != nil {
 		return nil, err

@@ -23,9 +23,15 @@ type PruneOptions struct {
 	RepackThreshold float64
 	// Grace: packs not in any index are deleted only when older than this
 	// (they may belong to a backup that has not written its index yet).
-	// Default 1 hour.
+	// Zero means DefaultGrace; negative means no grace at all.
 	Grace time.Duration
+	// BeforeDelete, when set, is called before the first deletion; an error
+	// stops the prune with nothing deleted (the CLI passes the lock's Check).
+	BeforeDelete func(ctx context.Context) error
 }
+
+// DefaultGrace is the default grace period for unindexed packs.
+const DefaultGrace = time.Hour
 
 // PruneStats describes what prune did (or would do, in a dry run).
 type PruneStats struct {
@@ -66,7 +72,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneStats
 		o.RepackThreshold = 0.2
 	}
 	if o.Grace == 0 {
-		o.Grace = time.Hour
+		o.Grace = DefaultGrace
 	}
 	st := &PruneStats{DryRun: o.DryRun}
 	oldIndex, err := r.List(ctx, blob.KindIndex)
@@ -117,7 +123,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneStats
 			if err != nil || r.Index().HasPack(id) {
 				return nil
 			}
-			if now.Sub(fi.ModTime) < o.Grace {
+			if o.Grace > 0 && now.Sub(fi.ModTime) < o.Grace {
 				st.PacksKeptRecent++
 				return nil
 			}
@@ -155,21 +161,21 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneStats
 			return nil, err
 		}
 	}
-	// 3. New index: every kept pack plus the new ones.
-	f := &index.File{Supersedes: oldIndex, Packs: append(keep, newPacks...)}
-	newID, err := r.SaveIndexFile(ctx, f)
-	if err != nil {
+	// 3. New index: every kept pack plus the new ones. It supersedes the
+	// index files read at the start and those the repack wrote, and only
+	// those: an index file written since by someone else is left alone.
+	superseded := append(oldIndex, r.IndexFilesWritten()...)
+	f := &index.File{Supersedes: superseded, Packs: append(keep, newPacks...)}
+	if o.BeforeDelete != nil {
+		if err := o.BeforeDelete(ctx); err != nil {
+			return nil, fmt.Errorf("prune: stopping before deleting anything: %w", err)
+		}
+	}
+	if _, err := r.SaveIndexFile(ctx, f); err != nil {
 		return nil, fmt.Errorf("prune: write new index: %w", err)
 	}
-	// 4. Old index files (also the one the repack flush wrote).
-	all, err := r.List(ctx, blob.KindIndex)
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range all {
-		if id == newID {
-			continue
-		}
+	// 4. The superseded index files.
+	for _, id := range superseded {
 		if err := r.Remove(ctx, blob.KindIndex, id); err != nil && !blob.IsNotExist(err) {
 			return nil, fmt.Errorf("prune: remove old index %s: %w", id.Short(), err)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/pack"
@@ -28,8 +29,9 @@ const (
 // Node is one entry of a directory.
 type Node struct {
 	Name       string      `json:"name"`
+	NameBytes  []byte      `json:"name_bytes,omitempty"` // the exact name when it is not valid UTF-8 (JSON would alter it)
 	Type       string      `json:"type"`
-	Mode       uint32      `json:"mode"` // permission and special bits (os.FileMode & (ModePerm|ModeSetuid|ModeSetgid|ModeSticky))
+	Mode       uint32      `json:"mode"` // Unix permission and setuid/setgid/sticky bits (st_mode & 07777)
 	ModTime    time.Time   `json:"mtime"`
 	ChangeTime time.Time   `json:"ctime,omitzero"`
 	UID        uint32      `json:"uid"`
@@ -42,9 +44,10 @@ type Node struct {
 	Rdev       uint64      `json:"rdev,omitempty"` // device number of device nodes
 	Size       uint64      `json:"size,omitempty"`
 	LinkTarget string      `json:"link_target,omitempty"`
-	Content    []crypto.ID `json:"content,omitempty"` // data blobs of a file, in order
-	Subtree    *crypto.ID  `json:"subtree,omitempty"` // tree blob of a directory
-	Error      string      `json:"error,omitempty"`   // why the entry could not be read completely
+	LinkBytes  []byte      `json:"link_target_bytes,omitempty"` // the exact target when not valid UTF-8
+	Content    []crypto.ID `json:"content,omitempty"`           // data blobs of a file, in order
+	Subtree    *crypto.ID  `json:"subtree,omitempty"`           // tree blob of a directory
+	Error      string      `json:"error,omitempty"`             // why the entry could not be read completely
 }
 
 // Tree is one directory: its nodes, sorted by name.
@@ -52,9 +55,24 @@ type Tree struct {
 	Nodes []Node `json:"nodes"`
 }
 
-// Encode serialises t (sorting its nodes) for storage.
+// Encode serialises t (sorting its nodes) for storage. Names and link
+// targets that are not valid UTF-8 are also stored as raw bytes, so that they
+// restore exactly.
 func (t *Tree) Encode() ([]byte, error) {
+	if t.Nodes == nil {
+		t.Nodes = []Node{} // one encoding for an empty directory
+	}
 	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		n.NameBytes, n.LinkBytes = nil, nil
+		if !utf8.ValidString(n.Name) {
+			n.NameBytes = []byte(n.Name)
+		}
+		if !utf8.ValidString(n.LinkTarget) {
+			n.LinkBytes = []byte(n.LinkTarget)
+		}
+	}
 	for i := 1; i < len(t.Nodes); i++ {
 		if t.Nodes[i].Name == t.Nodes[i-1].Name {
 			return nil, fmt.Errorf("tree has two entries named %q", t.Nodes[i].Name)
@@ -75,6 +93,12 @@ func Decode(b []byte) (*Tree, error) {
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
+		if n.NameBytes != nil {
+			n.Name, n.NameBytes = string(n.NameBytes), nil
+		}
+		if n.LinkBytes != nil {
+			n.LinkTarget, n.LinkBytes = string(n.LinkBytes), nil
+		}
 		if n.Name == "" || n.Name == "." || n.Name == ".." || containsSlash(n.Name) {
 			return nil, fmt.Errorf("parse tree: invalid entry name %q", n.Name)
 		}
