@@ -107,7 +107,7 @@ var (
 
 // ParseURL parses a location of the form
 //
-//	s3://host[:port]/bucket[/prefix...][?region=R&path-style=true&insecure=true]
+//	s3://host[:port]/bucket[/prefix...][?region=R&path-style=true&insecure=true&data-storage-class=STANDARD_IA]
 //
 // into a Config without credentials. The endpoint is https://host[:port], or
 // http:// when insecure=true. Credentials in the URL are rejected so that
@@ -162,8 +162,14 @@ func ParseURL(u string) (Config, error) {
 			if b {
 				scheme = "http"
 			}
+		case "data-storage-class":
+			// Data packs may live in a cheaper class; metadata stays warm.
+			if cfg.StorageClass == nil {
+				cfg.StorageClass = map[blob.Kind]string{}
+			}
+			cfg.StorageClass[blob.KindData] = v
 		default:
-			return Config{}, fmt.Errorf("s3: location %q: unknown parameter %q (known: region, path-style, insecure)", u, key)
+			return Config{}, fmt.Errorf("s3: location %q: unknown parameter %q (known: region, path-style, insecure, data-storage-class)", u, key)
 		}
 	}
 	cfg.Endpoint = scheme + "://" + pu.Host
