@@ -347,8 +347,11 @@ func (r *Repository) Stats() Stats {
 	return r.stats
 }
 
-// Close releases the storage.
-func (r *Repository) Close() error { return r.be.Close() }
+// Close discards unfinished packs and releases the storage.
+func (r *Repository) Close() error {
+	r.Abort()
+	return r.be.Close()
+}
 
 // LoadIndex reads every index file not yet loaded.
 func (r *Repository) LoadIndex(ctx context.Context) error {
@@ -521,14 +524,42 @@ func (r *Repository) RepackBlob(ctx context.Context, t pack.BlobType, id crypto.
 	return err
 }
 
-// FlushRepacked flushes like Flush and returns every pack this handle wrote.
-func (r *Repository) FlushRepacked(ctx context.Context) ([]index.Pack, error) {
+// PacksWrittenCount is the number of packs this handle has written; pass it
+// to FlushRepacked to get the packs written after this point.
+func (r *Repository) PacksWrittenCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.written)
+}
+
+// FlushRepacked flushes like Flush and returns the packs this handle wrote
+// after the since-th (see PacksWrittenCount).
+func (r *Repository) FlushRepacked(ctx context.Context, since int) ([]index.Pack, error) {
 	if err := r.Flush(ctx); err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]index.Pack(nil), r.written...), nil
+	return append([]index.Pack(nil), r.written[since:]...), nil
+}
+
+// Abort discards the packs being filled (their temporary files) after a
+// failed operation; blobs saved since the last Flush are forgotten. Waits for
+// packs being saved.
+func (r *Repository) Abort() {
+	for t := range r.open {
+		r.pmu[t].Lock()
+		op := r.open[t]
+		r.open[t] = nil
+		r.pmu[t].Unlock()
+		if op != nil {
+			op.abort()
+		}
+	}
+	r.inflight.Wait()
+	r.mu.Lock()
+	r.pending = map[pendingKey]bool{}
+	r.mu.Unlock()
 }
 
 func (r *Repository) addBlob(ctx context.Context, t pack.BlobType, id crypto.ID, data []byte) (bool, error) {

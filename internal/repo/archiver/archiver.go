@@ -476,12 +476,15 @@ func (a *Archiver) Backup(ctx context.Context, fsys FS, src snapshot.Source) (*s
 	fatal := a.fatal
 	a.errMu.Unlock()
 	if fatal != nil {
+		a.r.Abort()
 		return nil, fmt.Errorf("back up %s: %w", describe(src), fatal)
 	}
 	if err != nil {
+		a.r.Abort()
 		return nil, fmt.Errorf("back up %s: %w", describe(src), err)
 	}
 	if err := a.r.Flush(ctx); err != nil {
+		a.r.Abort()
 		return nil, fmt.Errorf("back up %s: %w", describe(src), err)
 	}
 	var rootNode *tree.Node

@@ -86,6 +86,9 @@ func (a *Archiver) BackupStream(ctx context.Context, rd io.Reader, sn StreamNode
 	}
 	wg.Wait()
 	a.stop()
+	if serr != nil || rerr != nil {
+		a.r.Abort()
+	}
 	if serr != nil {
 		return nil, fmt.Errorf("back up %s: %w", describe(src), serr)
 	}
@@ -94,6 +97,7 @@ func (a *Archiver) BackupStream(ctx context.Context, rd io.Reader, sn StreamNode
 	}
 	if finish != nil {
 		if err := finish(); err != nil {
+			a.r.Abort()
 			return nil, fmt.Errorf("back up %s: %w", describe(src), err)
 		}
 	}

@@ -43,7 +43,11 @@ func Open(ctx context.Context, loc string, create bool) (blob.Storage, error) {
 	if create {
 		return local.Create(loc)
 	}
-	return local.Open(loc)
+	be, err := local.Open(loc)
+	if blob.IsNotExist(err) {
+		return nil, hint.With(err, "check --vault / COFFRE_VAULT, or create a vault there with `coffre init`")
+	}
+	return be, err
 }
 
 // secret reads NAME from the environment, or from the file named by NAME_FILE.

@@ -60,15 +60,16 @@ type checker struct {
 	o        CheckOptions
 	res      *CheckResult
 	mu       sync.Mutex
-	bad      map[crypto.ID]string // damaged or missing blob -> why
+	bad      map[crypto.ID]int    // damaged or missing blob -> index of its problem
 	badPacks map[crypto.ID]string // pack -> why (all its blobs are bad)
 	affected map[string]bool
 }
 
-func (c *checker) problem(p Problem) {
+func (c *checker) problem(p Problem) int {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.res.Problems = append(c.res.Problems, p)
-	c.mu.Unlock()
+	return len(c.res.Problems) - 1
 }
 
 // Check verifies the vault: every index file decodes; every indexed pack
@@ -81,7 +82,7 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 	if o.Workers <= 0 {
 		o.Workers = 2
 	}
-	c := &checker{r: r, o: o, res: &CheckResult{DataRead: o.ReadData}, bad: map[crypto.ID]string{}, badPacks: map[crypto.ID]string{}, affected: map[string]bool{}}
+	c := &checker{r: r, o: o, res: &CheckResult{DataRead: o.ReadData}, bad: map[crypto.ID]int{}, badPacks: map[crypto.ID]string{}, affected: map[string]bool{}}
 
 	// 1. Index files, one by one, so one bad file does not hide the rest.
 	ids, err := r.List(ctx, blob.KindIndex)
@@ -169,11 +170,11 @@ func kindOf(t pack.BlobType) blob.Kind {
 }
 
 func (c *checker) packBad(p index.Pack, obj, why string) {
-	c.problem(Problem{Object: obj, Err: why})
+	i := c.problem(Problem{Object: obj, Err: why})
 	c.mu.Lock()
 	c.badPacks[p.ID] = why
 	for _, b := range p.Blobs {
-		c.bad[b.ID] = "in damaged pack " + p.ID.Short() + ": " + why
+		c.bad[b.ID] = i
 	}
 	c.mu.Unlock()
 }
@@ -237,10 +238,10 @@ func (c *checker) readData(ctx context.Context, packs []index.Pack) error {
 }
 
 func (c *checker) blobBad(e pack.Entry, packID crypto.ID, why string) {
+	i := c.problem(Problem{Object: fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID.Short(), packID.Short()), Err: why})
 	c.mu.Lock()
-	c.bad[e.ID] = why
+	c.bad[e.ID] = i
 	c.mu.Unlock()
-	c.problem(Problem{Object: fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID.Short(), packID.Short()), Err: why})
 }
 
 // walk checks a tree and everything below it, attributing bad blobs to files.
@@ -250,8 +251,8 @@ func (c *checker) walk(ctx context.Context, m *snapshot.Manifest, id crypto.ID, 
 		return true
 	}
 	where := "recovery point " + m.ID.Short() + ": "
-	if why, bad := c.bad[id]; bad {
-		c.addAffect(m, where+slashOr(prefix), "tree "+id.Short()+": "+why)
+	if pi, bad := c.bad[id]; bad {
+		c.addAffect(m, pi, where+slashOr(prefix))
 		return false
 	}
 	t, err := tree.Load(ctx, c.r, id)
@@ -273,13 +274,13 @@ func (c *checker) walk(ctx context.Context, m *snapshot.Manifest, id crypto.ID, 
 			}
 		case tree.TypeFile:
 			for _, bid := range n.Content {
-				why, bad := c.bad[bid]
+				pi, bad := c.bad[bid]
 				if !bad && !c.r.Index().Has(pack.DataBlob, bid) {
-					why, bad = "blob "+bid.Short()+" is not in the index (missing)", true
-					c.bad[bid] = why
+					pi, bad = c.problem(Problem{Object: "data blob " + bid.Short(), Err: "not in the index (missing)"}), true
+					c.bad[bid] = pi
 				}
 				if bad {
-					c.addAffect(m, where+p, why)
+					c.addAffect(m, pi, where+p)
 					ok = false
 					break
 				}
@@ -300,21 +301,11 @@ func slashOr(p string) string {
 }
 
 // addAffect attaches an affected file to the problem that caused it.
-func (c *checker) addAffect(m *snapshot.Manifest, what, why string) {
+func (c *checker) addAffect(m *snapshot.Manifest, problem int, what string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.affected[m.ID.String()] = true
-	for i := range c.res.Problems {
-		if c.res.Problems[i].Err == why || (len(why) > 0 && containsSuffix(why, c.res.Problems[i].Err)) {
-			if len(c.res.Problems[i].Affects) < 1000 {
-				c.res.Problems[i].Affects = append(c.res.Problems[i].Affects, what)
-			}
-			return
-		}
+	if pr := &c.res.Problems[problem]; len(pr.Affects) < 1000 {
+		pr.Affects = append(pr.Affects, what)
 	}
-	c.res.Problems = append(c.res.Problems, Problem{Object: what, Err: why, Affects: []string{what}})
-}
-
-func containsSuffix(s, suffix string) bool {
-	return len(suffix) > 0 && len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
 }

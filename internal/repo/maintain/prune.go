@@ -245,6 +245,7 @@ func markTree(ctx context.Context, r *repo.Repository, id crypto.ID, used map[bl
 
 // doRepack copies the used blobs of the given packs into new packs.
 func doRepack(ctx context.Context, r *repo.Repository, packs []index.Pack, used map[blobKey]bool, st *PruneStats) ([]index.Pack, error) {
+	since := r.PacksWrittenCount()
 	for _, p := range packs {
 		for _, e := range p.Blobs {
 			if !used[blobKey{e.ID, p.Type}] {
@@ -262,7 +263,7 @@ func doRepack(ctx context.Context, r *repo.Repository, packs []index.Pack, used 
 		}
 		st.BytesFreed += int64(p.Size)
 	}
-	newPacks, err := r.FlushRepacked(ctx)
+	newPacks, err := r.FlushRepacked(ctx, since)
 	if err != nil {
 		return nil, fmt.Errorf("prune: repack: %w", err)
 	}
