@@ -39,6 +39,7 @@ type Lock struct {
 	stop chan struct{}
 	done chan struct{}
 	lost error
+	once sync.Once
 }
 
 // ErrLocked says another operation holds a conflicting lock.
@@ -182,16 +183,19 @@ func (l *Lock) Check(ctx context.Context) error {
 	return l.lost
 }
 
-// Unlock releases the lock.
+// Unlock releases the lock. Calling it again does nothing.
 func (l *Lock) Unlock() error {
-	close(l.stop)
-	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	err := l.r.Remove(context.Background(), blob.KindLock, l.id)
-	if blob.IsNotExist(err) {
-		return nil
-	}
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		err = l.r.Remove(context.Background(), blob.KindLock, l.id)
+		if blob.IsNotExist(err) {
+			err = nil
+		}
+	})
 	return err
 }
 

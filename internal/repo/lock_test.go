@@ -204,3 +204,22 @@ func TestRemoveStaleLocks(t *testing.T) {
 		t.Errorf("%d lock files left after removing all, want 0", got)
 	}
 }
+
+func TestUnlockTwiceIsHarmless(t *testing.T) {
+	r, _ := TestRepository(t)
+	l, err := r.Lock(context.Background(), true, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatalf("second Unlock: %v", err)
+	}
+	l2, err := r.Lock(context.Background(), true, "again")
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	_ = l2.Unlock()
+}

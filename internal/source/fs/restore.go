@@ -332,7 +332,7 @@ func (rs *restorer) writeFile(ctx context.Context, p string, n *tree.Node, buf [
 			off += int64(len(buf))
 			continue
 		}
-		if _, err := f.WriteAt(buf, off); err != nil {
+		if err := writeNonZero(f, buf, off); err != nil {
 			f.Close()
 			return buf, fmt.Errorf("restore file %s: %w", p, err)
 		}
@@ -353,6 +353,39 @@ func (rs *restorer) writeFile(ctx context.Context, p string, n *tree.Node, buf [
 	rs.setMeta(p, n)
 	rs.prog.Files.Add(1)
 	return buf, nil
+}
+
+// holeBlock is the granularity of holes on restore (a file system block).
+const holeBlock = 4096
+
+// writeNonZero writes b at off but skips the all-zero blocks (aligned to the
+// file offset): a sparse file's holes are restored as holes even when a
+// chunk mixes data and zeros. The caller sets the final length.
+func writeNonZero(f *os.File, b []byte, off int64) error {
+	for len(b) > 0 {
+		n := holeBlock - int(off%holeBlock)
+		if n > len(b) {
+			n = len(b)
+		}
+		if isZero(b[:n]) {
+			b, off = b[n:], off+int64(n)
+			continue
+		}
+		// Extend the run over the following non-zero blocks.
+		end := n
+		for end < len(b) {
+			m := min(holeBlock, len(b)-end)
+			if isZero(b[end : end+m]) {
+				break
+			}
+			end += m
+		}
+		if _, err := f.WriteAt(b[:end], off); err != nil {
+			return err
+		}
+		b, off = b[end:], off+int64(end)
+	}
+	return nil
 }
 
 // setMeta applies owner, mode and times; failures are warnings.
