@@ -206,7 +206,7 @@ func TestRemoveStaleLocks(t *testing.T) {
 }
 
 func TestUnlockTwiceIsHarmless(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := repo.TestRepository(t)
 	l, err := r.Lock(context.Background(), true, "test")
 	if err != nil {
 		t.Fatal(err)
