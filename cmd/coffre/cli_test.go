@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/coffre/coffre/internal/testutil"
+
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/blob/local"
 	"github.com/coffre/coffre/internal/repo/crypto"
@@ -96,43 +98,6 @@ func randBytes(seed uint64, n int) []byte {
 		b[i] = byte(rng.Uint32())
 	}
 	return b
-}
-
-func writeFiles(t *testing.T, root string, files map[string][]byte) {
-	t.Helper()
-	for p, c := range files {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, c, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func readFiles(t *testing.T, root string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[filepath.ToSlash(rel)] = b
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func sameFiles(t *testing.T, got, want map[string][]byte) {
@@ -232,7 +197,7 @@ func TestEndToEnd(t *testing.T) {
 		"sub/deep/c.json": []byte(`{"c": true}`),
 		"big.bin":         randBytes(2, 1<<20+12345),
 	}
-	writeFiles(t, src, files)
+	testutil.WriteFiles(t, src, files)
 
 	res = c.ok("backup", src)
 	if !strings.Contains(res.stdout, "COMPLETED") {
@@ -296,7 +261,7 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(res.stdout, "restored "+rp.ID[:12]) {
 		t.Errorf("restore output: %s", res)
 	}
-	sameFiles(t, readFiles(t, target), files)
+	sameFiles(t, testutil.ReadFiles(t, target), files)
 
 	// Into a non-empty directory: refused, with a hint.
 	res = c.run("restore", "latest", "--target", target)
@@ -306,18 +271,18 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(res.stderr, "not empty") || !hasLinePrefix(res.stderr, "hint: ") {
 		t.Errorf("restore into a non-empty directory: want a message and a hint line:\n%s", res.stderr)
 	}
-	sameFiles(t, readFiles(t, target), files) // untouched
+	sameFiles(t, testutil.ReadFiles(t, target), files) // untouched
 
 	// An incremental backup after a change.
 	files["a.txt"] = []byte("changed\n")
-	writeFiles(t, src, map[string][]byte{"a.txt": files["a.txt"]})
+	testutil.WriteFiles(t, src, map[string][]byte{"a.txt": files["a.txt"]})
 	c.ok("backup", src)
 	if ls := c.list(); len(ls) != 2 {
 		t.Fatalf("%d recovery points after the second backup, want 2", len(ls))
 	}
 	target2 := filepath.Join(t.TempDir(), "restored2")
 	c.ok("restore", "latest", "--target", target2)
-	sameFiles(t, readFiles(t, target2), files)
+	sameFiles(t, testutil.ReadFiles(t, target2), files)
 	c.ok("check", "--read-data")
 }
 
@@ -450,7 +415,7 @@ func TestPartialBackup(t *testing.T) {
 	}
 	c := newCLI(t)
 	src := filepath.Join(t.TempDir(), "src")
-	writeFiles(t, src, map[string][]byte{"ok.txt": []byte("fine\n"), "secret.txt": []byte("unreadable\n")})
+	testutil.WriteFiles(t, src, map[string][]byte{"ok.txt": []byte("fine\n"), "secret.txt": []byte("unreadable\n")})
 	secret := filepath.Join(src, "secret.txt")
 	if err := os.Chmod(secret, 0); err != nil {
 		t.Fatal(err)
@@ -496,7 +461,7 @@ func TestCheckReportsDamage(t *testing.T) {
 	c := newCLI(t)
 	c.ok("init")
 	src := filepath.Join(t.TempDir(), "src")
-	writeFiles(t, src, map[string][]byte{"victim.bin": randBytes(5, 10000)})
+	testutil.WriteFiles(t, src, map[string][]byte{"victim.bin": randBytes(5, 10000)})
 	c.ok("backup", src)
 	res := c.ok("check", "--read-data")
 	if !strings.Contains(res.stdout, "no problems found") {
@@ -553,7 +518,7 @@ func TestLockedVault(t *testing.T) {
 	c := newCLI(t)
 	c.ok("init")
 	src := filepath.Join(t.TempDir(), "src")
-	writeFiles(t, src, map[string][]byte{"f.txt": []byte("f\n")})
+	testutil.WriteFiles(t, src, map[string][]byte{"f.txt": []byte("f\n")})
 
 	ctx := context.Background()
 	be, err := local.Open(c.vault)
@@ -590,8 +555,8 @@ func TestDeleteAndPruneShrinkVault(t *testing.T) {
 	c.ok("init")
 	srcA, srcB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	filesB := map[string][]byte{"b.bin": randBytes(7, 100<<10)}
-	writeFiles(t, srcA, map[string][]byte{"a.bin": randBytes(6, 2<<20)})
-	writeFiles(t, srcB, filesB)
+	testutil.WriteFiles(t, srcA, map[string][]byte{"a.bin": randBytes(6, 2<<20)})
+	testutil.WriteFiles(t, srcB, filesB)
 	c.ok("backup", srcA)
 	c.ok("backup", srcB)
 	ls := c.list()
@@ -632,7 +597,7 @@ func TestDeleteAndPruneShrinkVault(t *testing.T) {
 	c.ok("check", "--read-data")
 	target := filepath.Join(t.TempDir(), "restored")
 	c.ok("restore", idB[:8], "--target", target)
-	sameFiles(t, readFiles(t, target), filesB)
+	sameFiles(t, testutil.ReadFiles(t, target), filesB)
 }
 
 func TestDemo(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/coffre/coffre/internal/testutil"
+
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/blob"
@@ -85,20 +87,20 @@ func sameTree(want, got map[string][]byte) error {
 // several chunks (and so several 1 MiB packs).
 func treeStates() []map[string][]byte {
 	s1 := map[string][]byte{
-		"big.bin":         randomBytes(10, 3<<20+12345),
-		"notes.txt":       text(20 << 10),
+		"big.bin":         testutil.RandomBytes(10, 3<<20+12345),
+		"notes.txt":       testutil.Text(20 << 10),
 		"sub/a.txt":       []byte("alpha\n"),
-		"sub/deep/b.bin":  randomBytes(11, 100<<10),
+		"sub/deep/b.bin":  testutil.RandomBytes(11, 100<<10),
 		"sub/deep/empty":  {},
-		"other/c.txt":     text(3000),
-		"other/random.db": randomBytes(12, 700<<10),
+		"other/c.txt":     testutil.Text(3000),
+		"other/random.db": testutil.RandomBytes(12, 700<<10),
 	}
 	s2 := map[string][]byte{}
 	for p, b := range s1 {
 		s2[p] = b
 	}
-	s2["big.bin"] = append(bytes.Clone(s1["big.bin"][:1<<20]), randomBytes(13, 2<<20)...)
-	s2["sub/new.bin"] = randomBytes(14, 1500<<10)
+	s2["big.bin"] = append(bytes.Clone(s1["big.bin"][:1<<20]), testutil.RandomBytes(13, 2<<20)...)
+	s2["sub/new.bin"] = testutil.RandomBytes(14, 1500<<10)
 	delete(s2, "other/c.txt")
 	return []map[string][]byte{s1, s2}
 }

@@ -3,14 +3,14 @@ package repo_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffre/coffre/internal/testutil"
 
 	"github.com/coffre/coffre/internal/hint"
 	"github.com/coffre/coffre/internal/repo"
@@ -21,26 +21,6 @@ import (
 	"github.com/coffre/coffre/internal/repo/pack"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 )
-
-// randomBytes returns n deterministic pseudo-random (incompressible) bytes.
-func randomBytes(seed uint64, n int) []byte {
-	var s [32]byte
-	binary.LittleEndian.PutUint64(s[:], seed)
-	b := make([]byte, n)
-	_, _ = rand.NewChaCha8(s).Read(b)
-	return b
-}
-
-// text returns n bytes of compressible text.
-func text(n int) []byte {
-	var b bytes.Buffer
-	for i := 0; b.Len() < n; i++ {
-		b.WriteString("line ")
-		b.WriteString(strings.Repeat("abc", i%17))
-		b.WriteString(" the quick brown fox jumps over the lazy dog\n")
-	}
-	return b.Bytes()[:n]
-}
 
 func TestInitAndOpenWithPassphrase(t *testing.T) {
 	ctx := context.Background()
@@ -172,12 +152,12 @@ func TestSaveLoadBlobRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	r, be := repo.TestRepository(t)
 	cases := map[string][]byte{
-		"text":     text(300 << 10),
-		"random":   randomBytes(1, 200<<10),
+		"text":     testutil.Text(300 << 10),
+		"random":   testutil.RandomBytes(1, 200<<10),
 		"empty":    {},
 		"tiny":     []byte("x"),
-		"4MiB":     randomBytes(2, 4<<20),
-		"4MiBtext": text(4 << 20),
+		"4MiB":     testutil.RandomBytes(2, 4<<20),
+		"4MiBtext": testutil.Text(4 << 20),
 	}
 	ids := map[string]crypto.ID{}
 	for name, data := range cases {
@@ -222,7 +202,7 @@ func TestSaveLoadBlobRoundTrip(t *testing.T) {
 func TestSaveBlobDeduplicates(t *testing.T) {
 	ctx := context.Background()
 	r, be := repo.TestRepository(t)
-	data := text(100 << 10)
+	data := testutil.Text(100 << 10)
 	id1, added1, err := r.SaveBlob(ctx, pack.DataBlob, data)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +239,7 @@ func TestSaveBlobDeduplicates(t *testing.T) {
 func TestBlobVisibleOnlyAfterFlush(t *testing.T) {
 	ctx := context.Background()
 	r1, be := repo.TestRepository(t)
-	data := text(10 << 10)
+	data := testutil.Text(10 << 10)
 	id, _, err := r1.SaveBlob(ctx, pack.DataBlob, data)
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +270,7 @@ func localVault(t *testing.T) (*local.Storage, []byte, crypto.ID) {
 	t.Helper()
 	be := mustLocal(t)
 	r := repo.TestInit(t, be, repo.TestInitOptions(), repo.Options{})
-	data := text(64 << 10)
+	data := testutil.Text(64 << 10)
 	id, _, err := r.SaveBlob(context.Background(), pack.DataBlob, data)
 	if err != nil {
 		t.Fatal(err)

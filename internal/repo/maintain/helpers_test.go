@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffre/coffre/internal/testutil"
+
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/blob"
@@ -96,15 +98,7 @@ func randBytes(seed uint64, n int) []byte {
 func writeTree(t *testing.T, files map[string][]byte) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "src")
-	for p, c := range files {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, c, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFiles(t, root, files)
 	return root
 }
 
@@ -125,31 +119,6 @@ func backupDir(t *testing.T, r *repo.Repository, dir string) *snapshot.Manifest 
 	return m
 }
 
-// readTree returns the regular files below root (slash paths) with content.
-func readTree(t *testing.T, root string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[filepath.ToSlash(rel)] = b
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // restoreErr restores m into a new directory and compares it with want.
 func restoreErr(t *testing.T, r *repo.Repository, m *snapshot.Manifest, want map[string][]byte) error {
 	t.Helper()
@@ -157,7 +126,7 @@ func restoreErr(t *testing.T, r *repo.Repository, m *snapshot.Manifest, want map
 	if _, err := srcfs.Restore(context.Background(), r, m, srcfs.RestoreOptions{Target: target}); err != nil {
 		return err
 	}
-	got := readTree(t, target)
+	got := testutil.ReadFiles(t, target)
 	if len(got) != len(want) {
 		t.Errorf("restore of %s: %d files, want %d (%v)", m.ID.Short(), len(got), len(want), keys(got))
 	}

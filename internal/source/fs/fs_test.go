@@ -3,12 +3,10 @@ package fs_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffre/coffre/internal/testutil"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/coffre/coffre/internal/repo"
@@ -26,22 +26,6 @@ import (
 	"github.com/coffre/coffre/internal/repo/tree"
 	"github.com/coffre/coffre/internal/source/fs"
 )
-
-func randomBytes(seed uint64, n int) []byte {
-	var s [32]byte
-	binary.LittleEndian.PutUint64(s[:], seed)
-	b := make([]byte, n)
-	_, _ = rand.NewChaCha8(s).Read(b)
-	return b
-}
-
-func text(n int) []byte {
-	var b bytes.Buffer
-	for i := 0; b.Len() < n; i++ {
-		fmt.Fprintf(&b, "%06d the quick brown fox jumps over the lazy dog %s\n", i, strings.Repeat("z", i%13))
-	}
-	return b.Bytes()[:n]
-}
 
 func mkfile(t *testing.T, p string, data []byte, mode os.FileMode) {
 	t.Helper()
@@ -216,7 +200,7 @@ func makeSparse(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(randomBytes(7, 4096), 0); err != nil {
+	if _, err := f.WriteAt(testutil.RandomBytes(7, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Truncate(sparseSize); err != nil {
@@ -231,12 +215,12 @@ func TestBackupRestoreTree(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	mkdir(t, src, 0o750)
 	mkfile(t, filepath.Join(src, "empty"), nil, 0o644)
-	mkfile(t, filepath.Join(src, "big.bin"), randomBytes(1, 9<<20+321), 0o600)
-	mkfile(t, filepath.Join(src, "text.txt"), text(700<<10), 0o644)
+	mkfile(t, filepath.Join(src, "big.bin"), testutil.RandomBytes(1, 9<<20+321), 0o600)
+	mkfile(t, filepath.Join(src, "text.txt"), testutil.Text(700<<10), 0o644)
 	mkfile(t, filepath.Join(src, "secret"), []byte("top secret\n"), 0o640)
 	mkfile(t, filepath.Join(src, "run.sh"), []byte("#!/bin/sh\necho hi\n"), 0o755)
 	mkfile(t, filepath.Join(src, "a/b/c/deep.txt"), []byte("deep\n"), 0o644)
-	mkfile(t, filepath.Join(src, "a/b/mid.txt"), text(5000), 0o644)
+	mkfile(t, filepath.Join(src, "a/b/mid.txt"), testutil.Text(5000), 0o644)
 	mkdir(t, filepath.Join(src, "emptydir"), 0o700)
 	mkdir(t, filepath.Join(src, "a/emptier"), 0o755)
 	mkdir(t, filepath.Join(src, "shared"), 0o775|os.ModeSetgid)
@@ -248,7 +232,7 @@ func TestBackupRestoreTree(t *testing.T) {
 	if err := os.Symlink("../nowhere", filepath.Join(src, "a/dangling")); err != nil {
 		t.Fatal(err)
 	}
-	mkfile(t, filepath.Join(src, "hl1"), text(3000), 0o644)
+	mkfile(t, filepath.Join(src, "hl1"), testutil.Text(3000), 0o644)
 	if err := os.Link(filepath.Join(src, "hl1"), filepath.Join(src, "a/hl2")); err != nil {
 		t.Fatal(err)
 	}
@@ -296,9 +280,9 @@ func rewrite(t *testing.T, p string, data []byte, mt time.Time) {
 func TestIncrementalReadsOnlyChangedFiles(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	for i := 0; i < 10; i++ {
-		mkfile(t, filepath.Join(src, fmt.Sprintf("d%d/f%d.txt", i%3, i)), text(1000+i*777), 0o644)
+		mkfile(t, filepath.Join(src, fmt.Sprintf("d%d/f%d.txt", i%3, i)), testutil.Text(1000+i*777), 0o644)
 	}
-	mkfile(t, filepath.Join(src, "large.bin"), randomBytes(3, 2<<20), 0o644)
+	mkfile(t, filepath.Join(src, "large.bin"), testutil.RandomBytes(3, 2<<20), 0o644)
 	setMtimes(t, src)
 	r := newRepo(t)
 	m1 := backupDir(t, r, src, nil, nil)
@@ -309,7 +293,7 @@ func TestIncrementalReadsOnlyChangedFiles(t *testing.T) {
 	mt := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 	changed := map[string][]byte{
 		"d1/f4.txt": []byte("new content of f4\n"),
-		"large.bin": randomBytes(4, 2<<20),                 // same size, new mtime
+		"large.bin": testutil.RandomBytes(4, 2<<20),        // same size, new mtime
 		"d0/new":    []byte("a file that did not exist\n"), // counts as read
 	}
 	var changedBytes int64
@@ -386,9 +370,9 @@ func (f *failOpenFS) Open(p string) (io.ReadCloser, error) {
 
 func smallTree(t *testing.T) string {
 	src := filepath.Join(t.TempDir(), "src")
-	mkfile(t, filepath.Join(src, "a.txt"), text(2000), 0o644)
-	mkfile(t, filepath.Join(src, "sub/b.txt"), text(3000), 0o644)
-	mkfile(t, filepath.Join(src, "sub/c.bin"), randomBytes(9, 1<<20), 0o644)
+	mkfile(t, filepath.Join(src, "a.txt"), testutil.Text(2000), 0o644)
+	mkfile(t, filepath.Join(src, "sub/b.txt"), testutil.Text(3000), 0o644)
+	mkfile(t, filepath.Join(src, "sub/c.bin"), testutil.RandomBytes(9, 1<<20), 0o644)
 	mkfile(t, filepath.Join(src, "z.txt"), []byte("last\n"), 0o644)
 	return src
 }
