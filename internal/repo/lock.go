@@ -158,6 +158,11 @@ func (l *Lock) Refresh(ctx context.Context) error {
 		l.lost = fmt.Errorf("our lock %s was removed by another process: %w", l.id.Short(), err)
 		return l.lost
 	}
+	// Not refreshed for StaleAfter (the process was suspended, the machine
+	// slept): others may have judged the lock stale and pruned meanwhile.
+	if age := l.r.clock.Now().Sub(l.info.Time); age > StaleAfter && l.lost == nil {
+		l.lost = fmt.Errorf("our lock %s was not refreshed for %s, others may have ignored it", l.id.Short(), age.Round(time.Second))
+	}
 	info := l.info
 	info.Time = l.r.clock.Now().UTC()
 	id, err := l.r.SaveJSON(ctx, blob.KindLock, info)
@@ -175,6 +180,10 @@ func (l *Lock) Check(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.lost != nil {
+		return l.lost
+	}
+	if age := l.r.clock.Now().Sub(l.info.Time); age > StaleAfter {
+		l.lost = fmt.Errorf("our lock %s was not refreshed for %s, others may have ignored it", l.id.Short(), age.Round(time.Second))
 		return l.lost
 	}
 	if _, err := l.r.be.Stat(ctx, blob.Handle{Kind: blob.KindLock, Name: l.id.String()}); err != nil {

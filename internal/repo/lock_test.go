@@ -223,3 +223,24 @@ func TestUnlockTwiceIsHarmless(t *testing.T) {
 	}
 	_ = l2.Unlock()
 }
+
+// A holder that was suspended past StaleAfter (no refresh) must not commit:
+// others may have ignored its lock and pruned meanwhile.
+func TestLockLostAfterSuspension(t *testing.T) {
+	open := lockVault(t)
+	clk := clock.NewFake(lockEpoch)
+	r := open(clk)
+	l := mustLock(t, r, false, "backup")
+	if err := l.Check(context.Background()); err != nil {
+		t.Fatalf("fresh lock: %v", err)
+	}
+	clk.Advance(repo.StaleAfter + time.Minute)
+	if err := l.Check(context.Background()); err == nil {
+		t.Fatal("Check passed for a lock not refreshed for longer than StaleAfter")
+	}
+	// Refreshing afterwards does not make it valid again.
+	_ = l.Refresh(context.Background())
+	if err := l.Check(context.Background()); err == nil {
+		t.Fatal("Check passed after a late refresh")
+	}
+}

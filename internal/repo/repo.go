@@ -238,7 +238,7 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 	}
 	var key *crypto.Key
 	var keyID string
-	var lastErr error
+	var lastErr, configErr error
 	tried := 0
 	for _, n := range names {
 		b, err := blob.LoadAll(ctx, be, blob.Handle{Kind: blob.KindKey, Name: n})
@@ -274,6 +274,7 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 		// interrupted init of another vault at the same place does not.
 		if _, err := k.OpenObject("config", sealed); err != nil {
 			o.Logger.Warn("key file opens a key that does not decrypt the config", "key", n)
+			configErr = err
 			continue
 		}
 		key = k
@@ -284,6 +285,10 @@ func Open(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, o Options
 		what := "passphrase"
 		if kp.Type() != "passphrase" {
 			what = kp.Type()
+		}
+		if configErr != nil {
+			return nil, hint.With(fmt.Errorf("open vault at %s: the passphrase or key opens a key file, but that key does not decrypt the config: %w", be.Location(), configErr),
+				"the config file is damaged (restore it from a copy of the vault), or keys/ holds a key file of another vault")
 		}
 		if lastErr != nil {
 			return nil, fmt.Errorf("open vault at %s: %w", be.Location(), lastErr)
@@ -618,8 +623,9 @@ func (r *Repository) savePackAsync(ctx context.Context, t pack.BlobType, op *ope
 	select {
 	case r.saving <- struct{}{}:
 	case <-ctx.Done():
+		// Sticky: Flush must not report success with this pack dropped.
 		op.abort()
-		return ctx.Err()
+		return r.fail(fmt.Errorf("save pack: %w", ctx.Err()))
 	}
 	r.inflight.Add(1)
 	// The save must not be cut short by the cancellation of the producer's

@@ -75,14 +75,12 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneStats
 		o.Grace = DefaultGrace
 	}
 	st := &PruneStats{DryRun: o.DryRun}
-	oldIndex, err := r.List(ctx, blob.KindIndex)
-	if err != nil {
-		return nil, err
-	}
-	st.IndexFilesBefore = len(oldIndex)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, hint.With(fmt.Errorf("prune: %w", err), "run `coffre check`; prune refuses to run on a damaged index")
 	}
+	// Exactly the index files loaded: those are what the new index replaces.
+	oldIndex := r.Index().Files()
+	st.IndexFilesBefore = len(oldIndex)
 	// 1. Mark.
 	used, n, err := markUsed(ctx, r)
 	if err != nil {
