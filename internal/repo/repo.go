@@ -193,7 +193,7 @@ func newRepo(be blob.Storage, key *crypto.Key, cfg Config, o Options) *Repositor
 		clock: o.Clock, log: o.Logger, idx: index.NewMaster(), comp: newCompressor(cfg.Compression, cfg.ZstdLevel),
 		checkpoint: o.IndexCheckpoint, pending: map[pendingKey]bool{},
 		packBufs: [2]chan []byte{make(chan []byte, 2), make(chan []byte, 1)},
-		saving:   make(chan struct{}, 2),
+		saving:   make(chan struct{}, savesInFlight(be)),
 	}
 }
 
@@ -614,6 +614,16 @@ func (r *Repository) addBlob(ctx context.Context, t pack.BlobType, id crypto.ID,
 		}
 	}
 	return true, nil
+}
+
+// savesInFlight bounds the packs being saved at once: a streamed pack is
+// already in its file (only the fsync is pending), a buffered one holds its
+// memory until uploaded.
+func savesInFlight(be blob.Storage) int {
+	if _, ok := be.(blob.Streamer); ok {
+		return 8
+	}
+	return 2
 }
 
 // savePackAsync finishes a full pack in the background (fsync and rename, or

@@ -124,7 +124,7 @@ type hlink struct {
 // New makes an archiver writing to r.
 func New(r *repo.Repository, o Options) *Archiver {
 	if o.Readers <= 0 {
-		o.Readers = 8
+		o.Readers = 4
 	}
 	if o.Workers <= 0 {
 		o.Workers = repo.Workers()
