@@ -133,6 +133,7 @@ read is stored as PARTIAL and exits with code 3.`,
 			if err != nil {
 				return err
 			}
+			g.log.Debug("recovery point committed", "id", m.ID.Short())
 			return g.reportBackup(m)
 		},
 	}
@@ -154,6 +155,7 @@ func (g *globals) backupPath(ctx context.Context, r *repo.Repository, opts archi
 			return nil, err
 		}
 		opts.Parent = parent
+		g.log.Debug("parent recovery point", "found", parent != nil)
 	}
 	var total int64
 	if opts.Parent != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/coffre/coffre/internal/hint"
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/crypto"
+	"github.com/coffre/coffre/internal/repo/pack"
 	"github.com/coffre/coffre/internal/repo/location"
 )
 
@@ -234,6 +235,7 @@ func (g *globals) open(ctx context.Context, loadIndex bool) (*repo.Repository, e
 		return nil, err
 	}
 	debug.FreeOSMemory() // hand the key derivation's 64 MiB back before the real work
+	g.log.Debug("vault opened", "location", be.Location())
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
 			r.Close()
@@ -256,12 +258,14 @@ func (g *globals) openLocked(ctx context.Context, exclusive bool, op string, loa
 		r.Close()
 		return nil, nil, err
 	}
+	g.log.Debug("vault locked", "exclusive", exclusive, "operation", op)
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
 			lock.Unlock()
 			r.Close()
 			return nil, nil, err
 		}
+		g.log.Debug("index loaded", "data_blobs", r.Index().Count(pack.DataBlob))
 	}
 	return r, lock, nil
 }
