@@ -24,8 +24,8 @@ import (
 	"github.com/coffre/coffre/internal/hint"
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/crypto"
-	"github.com/coffre/coffre/internal/repo/pack"
 	"github.com/coffre/coffre/internal/repo/location"
+	"github.com/coffre/coffre/internal/repo/pack"
 )
 
 // Exit codes (documented in README and `coffre --help`).
