@@ -512,7 +512,7 @@ func (c *cronSchedule) resolve(w wall) time.Time {
 		_, offCur := r.Zone()
 		if offPrev > offCur {
 			e := r.Add(-time.Duration(offPrev-offCur) * time.Second)
-			if false {
+			if e.Before(start) && wallOf(e) == w {
 				return e
 			}
 		}
