@@ -14,12 +14,14 @@
 # Run it (or source it to get the functions, e.g. start_versitygw, without
 # running anything). Services:
 #   versitygw  S3 gateway (posix backend)  COFFRE_TEST_S3_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}
+#   postgres   PostgreSQL 15                COFFRE_TEST_PG_DSN (no password in it), PGPASSWORD
 
-SERVICES=(versitygw)
+SERVICES=(versitygw postgres)
 
 SERVICES_DIR=${COFFRE_SERVICES_DIR:-/tmp/coffre-services}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 VERSITYGW_BUCKET=${VERSITYGW_BUCKET:-coffre-test}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -177,6 +179,109 @@ stop_versitygw() {
 	local dir="$SERVICES_DIR/versitygw"
 	stop_pid "$dir/pid" versitygw
 	rm -rf "$dir/root" "$dir/sidecar" "$dir/env"
+}
+
+# ---------------------------------------------------------------- postgres
+
+# PostgreSQL 15 runs as the postgres user from $SERVICES_DIR/postgres/data,
+# listening on 127.0.0.1 only (and a Unix socket in $SERVICES_DIR/postgres
+# for setup). TCP clients authenticate with scram-sha-256; the user coffre
+# gets a random password, written to the env file as PGPASSWORD, never into
+# the DSN (the env file is shell syntax: source it). coffre may create schemas and databases (each test uses its own).
+
+install_postgres() {
+	[[ -x $PG_BIN/pg_ctl ]] && return 0
+	log "installing postgresql-15 (apt-get)"
+	(
+		flock 9
+		[[ -x $PG_BIN/pg_ctl ]] && exit 0
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+	) 9>"$SERVICES_DIR/postgres.install.lock"
+	[[ -x $PG_BIN/pg_ctl ]] || die "postgresql-15 installed, but $PG_BIN/pg_ctl is missing"
+}
+
+pg_as() { runuser -u postgres -- "$@"; }
+
+# wait_pg PORT SECONDS: waits until PostgreSQL accepts connections on PORT.
+wait_pg() {
+	local port=$1 secs=$2 i
+	for ((i = 0; i < secs * 10; i++)); do
+		"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start_postgres() {
+	local envfile=$1 dir="$SERVICES_DIR/postgres" port password try
+	mkdir -p "$dir"
+	if [[ -s $dir/env && -s $dir/data/postmaster.pid ]] && pid_alive_pg "$dir"; then
+		# shellcheck disable=SC1091
+		if (set -a && . "$dir/env" && wait_pg "$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$COFFRE_TEST_PG_DSN")" 5); then
+			log "postgres already running (pid $(head -n1 "$dir/data/postmaster.pid"))"
+			cat "$dir/env" >>"$envfile"
+			return 0
+		fi
+	fi
+	stop_postgres
+	install_postgres
+	id postgres >/dev/null 2>&1 || die "no postgres user (the postgresql-15 package creates it)"
+
+	mkdir -p "$dir"
+	chown postgres: "$dir"
+	chmod 700 "$dir"
+	pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres -E UTF8 --locale=C \
+		--auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 ||
+		die "initdb failed; log: $dir/initdb.log"
+	password=$(random_token 32)
+
+	for try in 1 2 3; do
+		port=$(free_port)
+		# Speed over durability: this database is thrown away after the tests.
+		if pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start -o \
+			"-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+			>/dev/null && wait_pg "$port" 30; then
+			break
+		fi
+		log "postgres did not start on port $port (try $try):"
+		tail -n 20 "$dir/log" >&2 || true
+		pg_as "$PG_BIN/pg_ctl" -D "$dir/data" stop -m immediate >/dev/null 2>&1 || true
+		((try < 3)) || die "postgres did not start; log: $dir/log"
+	done
+
+	# The password goes through stdin, not argv, so ps does not show it.
+	pg_as "$PG_BIN/psql" -q -X -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres >/dev/null <<-EOF ||
+		CREATE ROLE coffre LOGIN CREATEDB PASSWORD '$password';
+		GRANT CREATE ON DATABASE postgres TO coffre;
+		GRANT CREATE ON SCHEMA public TO coffre;
+	EOF
+		die "creating the coffre role failed; log: $dir/log"
+
+	(umask 077 && : >"$dir/env")
+	cat >"$dir/env" <<-EOF
+		COFFRE_TEST_PG_DSN='host=127.0.0.1 port=$port user=coffre dbname=postgres sslmode=disable'
+		PGPASSWORD=$password
+	EOF
+	cat "$dir/env" >>"$envfile"
+	log "postgres $("$PG_BIN/postgres" --version | awk '{print $3}') listening on 127.0.0.1:$port (pid $(head -n1 "$dir/data/postmaster.pid")), user coffre, data $dir/data"
+}
+
+# pid_alive_pg DIR: the postmaster of DIR/data runs.
+pid_alive_pg() {
+	local dir=$1 pid
+	pid=$(head -n1 "$dir/data/postmaster.pid" 2>/dev/null) || return 1
+	[[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- postgres
+}
+
+stop_postgres() {
+	local dir="$SERVICES_DIR/postgres"
+	if [[ -d $dir/data ]] && pid_alive_pg "$dir"; then
+		pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 30 stop -m fast >/dev/null 2>&1 ||
+			pg_as "$PG_BIN/pg_ctl" -D "$dir/data" stop -m immediate >/dev/null 2>&1 || true
+	fi
+	rm -rf "$dir"
 }
 
 # ---------------------------------------------------------------- main
