@@ -164,6 +164,7 @@ start_versitygw() {
 	done
 
 	(umask 077 && : >"$dir/env")
+	chmod 600 "$dir/env"
 	cat >"$dir/env" <<-EOF
 		COFFRE_TEST_S3_ENDPOINT=http://127.0.0.1:$port
 		COFFRE_TEST_S3_BUCKET=$VERSITYGW_BUCKET
@@ -187,7 +188,8 @@ stop_versitygw() {
 # listening on 127.0.0.1 only (and a Unix socket in $SERVICES_DIR/postgres
 # for setup). TCP clients authenticate with scram-sha-256; the user coffre
 # gets a random password, written to the env file as PGPASSWORD, never into
-# the DSN (the env file is shell syntax: source it). coffre may create schemas and databases (each test uses its own).
+# the DSN (the env file is shell syntax: source it). coffre may create
+# schemas and databases, so each test can use its own.
 
 install_postgres() {
 	[[ -x $PG_BIN/pg_ctl ]] && return 0
@@ -259,6 +261,7 @@ start_postgres() {
 		die "creating the coffre role failed; log: $dir/log"
 
 	(umask 077 && : >"$dir/env")
+	chmod 600 "$dir/env"
 	cat >"$dir/env" <<-EOF
 		COFFRE_TEST_PG_DSN='host=127.0.0.1 port=$port user=coffre dbname=postgres sslmode=disable'
 		PGPASSWORD=$password
@@ -291,6 +294,7 @@ cmd_start() {
 	[[ -n $envfile ]] || die "usage: $0 start ENVFILE"
 	mkdir -p "$SERVICES_DIR"
 	(umask 077 && : >"$envfile")
+	chmod 600 "$envfile"
 	local s
 	for s in "${SERVICES[@]}"; do
 		"start_$s" "$envfile"

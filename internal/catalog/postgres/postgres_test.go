@@ -1,0 +1,179 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/coffre/coffre/internal/catalog"
+	"github.com/coffre/coffre/internal/catalog/catalogtest"
+	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/hint"
+)
+
+// baseDSN returns COFFRE_TEST_PG_DSN (scripts/services.sh writes it), or
+// skips — unless COFFRE_TEST_REQUIRE_SERVICES or CI is set, then it fails.
+func baseDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("COFFRE_TEST_PG_DSN")
+	if dsn == "" {
+		if os.Getenv("COFFRE_TEST_REQUIRE_SERVICES") != "" || os.Getenv("CI") != "" {
+			t.Fatal("COFFRE_TEST_PG_DSN is not set; run: scripts/services.sh start ENVFILE && set -a && . ENVFILE && set +a")
+		}
+		t.Skip("COFFRE_TEST_PG_DSN not set; start PostgreSQL with scripts/services.sh")
+	}
+	return dsn
+}
+
+// freshSchema creates an empty schema, dropped when t ends, and returns a
+// DSN whose search_path points at it.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	dsn := baseDSN(t)
+	ctx := context.Background()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "coffre_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect %s: %v", dsn, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("cleanup connect: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	if strings.Contains(dsn, "://") {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		return dsn + sep + "search_path=" + schema
+	}
+	return dsn + " search_path=" + schema
+}
+
+func TestConformance(t *testing.T) {
+	catalogtest.Run(t, func(t *testing.T) catalogtest.Opener {
+		dsn := freshSchema(t)
+		return func(clk clock.Clock) (catalog.Catalog, error) { return Open(context.Background(), dsn, clk) }
+	})
+}
+
+// TestTwoServersShareOneCatalog claims jobs through two catalogs (two
+// connection pools, as two coffre servers would have) on one database.
+func TestTwoServersShareOneCatalog(t *testing.T) {
+	dsn := freshSchema(t)
+	ctx := context.Background()
+	clk := clock.NewFake(catalogtest.Base)
+	var servers []*Catalog
+	for i := 0; i < 2; i++ {
+		c, err := Open(ctx, dsn, clk) // the second Open finds the schema migrated
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		servers = append(servers, c)
+	}
+	const n = 30
+	for i := 0; i < n; i++ {
+		if _, err := servers[i%2].CreateJob(ctx, catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := servers[w%2]
+			for {
+				j, err := c.ClaimJob(ctx, fmt.Sprint("server", w%2, "-worker", w))
+				if errors.Is(err, catalog.ErrNoJob) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := servers[(w+1)%2].AppendAudit(ctx, catalog.AuditEvent{Action: "job.claim", Object: j.ID}); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				seen[j.ID]++
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("claimed %d distinct jobs, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("job %s claimed %d times", id, k)
+		}
+	}
+	if broken, err := servers[0].VerifyAudit(ctx); err != nil || broken != 0 {
+		t.Fatalf("audit chain written by two servers broken at %d (%v)", broken, err)
+	}
+}
+
+func TestPasswordInDSNRefused(t *testing.T) {
+	for _, dsn := range []string{
+		"host=127.0.0.1 user=coffre password=hunter2 dbname=coffre",
+		"host=127.0.0.1 password = 'x y'",
+		"postgres://coffre:hunter2@127.0.0.1:5432/coffre",
+		"postgresql://coffre@127.0.0.1/coffre?password=hunter2",
+	} {
+		_, err := Open(context.Background(), dsn, clock.NewFake(catalogtest.Base))
+		if !errors.Is(err, ErrPasswordInDSN) || hint.Of(err) == "" {
+			t.Errorf("Open(%q) = %v, want ErrPasswordInDSN with a hint", dsn, err)
+		}
+	}
+	for _, dsn := range []string{"host=127.0.0.1 user=coffre passfile=/x", "postgres://coffre@h/db?sslmode=disable"} {
+		if hasPassword(dsn) {
+			t.Errorf("hasPassword(%q) = true", dsn)
+		}
+	}
+}
+
+func TestUnreachableNamesHostPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close() // nothing listens there now
+	_, err = Open(context.Background(), "host=127.0.0.1 port="+strconv.Itoa(port)+" user=coffre dbname=coffre connect_timeout=2",
+		clock.NewFake(catalogtest.Base))
+	if err == nil {
+		t.Fatal("Open on a closed port succeeded")
+	}
+	if want := "127.0.0.1:" + strconv.Itoa(port); !strings.Contains(err.Error(), want) || hint.Of(err) == "" {
+		t.Fatalf("error %q (hint %q) should name %s and give a hint", err, hint.Of(err), want)
+	}
+}
