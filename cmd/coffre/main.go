@@ -169,7 +169,7 @@ Exit codes: 0 success, 1 failure, 2 bad usage, 3 backup stored but PARTIAL (unre
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logs on stderr")
 	root.AddCommand(cmdInit(g), cmdBackup(g), cmdList(g), cmdShow(g), cmdLs(g), cmdRestore(g), cmdCheck(g),
-		cmdDelete(g), cmdPrune(g), cmdUnlock(g), cmdKey(g), cmdDemo(g), cmdPlan(g), cmdApply(g))
+		cmdDelete(g), cmdPrune(g), cmdUnlock(g), cmdKey(g), cmdDemo(g), cmdPlan(g), cmdApply(g), cmdAudit(g))
 	return root
 }
 
