@@ -99,6 +99,13 @@ func TestKilledMidBackup(t *testing.T) {
 	if chk, err := coffre("check", "--read-data"); err != nil || strings.Contains(chk, "note:") {
 		t.Fatalf("check after prune: %v\n%s", err, chk)
 	}
+	// ... and the temporary files of the packs the killed processes were writing.
+	_ = filepath.WalkDir(vault, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temporary file left after prune: %s", p)
+		}
+		return nil
+	})
 }
 
 func countPacks(t *testing.T, vault string) int {

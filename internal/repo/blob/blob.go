@@ -175,3 +175,11 @@ type StreamFile interface {
 	Commit(ctx context.Context, name string) error
 	Abort() error
 }
+
+// TempCleaner is an optional capability: backends that write temporary files
+// (a crash can leave them behind) implement it so that prune can sweep them.
+type TempCleaner interface {
+	// RemoveTemp removes the backend's temporary files last modified before
+	// olderThan and returns how many it removed.
+	RemoveTemp(ctx context.Context, olderThan time.Time) (int, error)
+}

@@ -46,6 +46,7 @@ type PruneStats struct {
 	BytesFreed       int64 `json:"bytes_freed"`
 	BytesRepacked    int64 `json:"bytes_repacked_written"`
 	IndexFilesBefore int   `json:"index_files_before"`
+	TempFilesRemoved int   `json:"temp_files_removed"`
 	DryRun           bool  `json:"dry_run"`
 }
 
@@ -62,7 +63,8 @@ type PruneStats struct {
 //     older index files;
 //  4. delete the older index files;
 //  5. delete the packs no longer indexed: unused, repacked, and unindexed
-//     packs older than the grace period.
+//     packs older than the grace period;
+//  6. remove temporary files (a crash's leftovers) older than the grace period.
 //
 // A crash before 3 leaves extra packs (removed by the next prune); between 3
 // and 4, duplicate index entries (harmless); during 5, unindexed packs
@@ -187,6 +189,18 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneStats
 		if err := r.Backend().Remove(ctx, h); err != nil && !blob.IsNotExist(err) {
 			return nil, fmt.Errorf("prune: remove %s: %w", h, err)
 		}
+	}
+	// 6. Temporary files a crash left behind, with the same grace.
+	if tc, ok := r.Backend().(blob.TempCleaner); ok {
+		cutoff := now
+		if o.Grace > 0 {
+			cutoff = now.Add(-o.Grace)
+		}
+		n, err := tc.RemoveTemp(ctx, cutoff)
+		if err != nil {
+			return nil, fmt.Errorf("prune: remove temporary files: %w", err)
+		}
+		st.TempFilesRemoved = n
 	}
 	return st, nil
 }
