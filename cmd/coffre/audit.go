@@ -78,9 +78,7 @@ func cmdAudit(g *globals) *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many events (0: all)")
 	list.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
 	for _, sub := range []*cobra.Command{verify, list} {
-		sub.Flags().StringVar(&f.catalogDir, "catalog", "", "SQLite catalog directory (default $COFFRE_DATA_DIR or ~/.local/share/coffre)")
-		sub.Flags().StringVar(&f.catalogDSN, "catalog-dsn", "", "PostgreSQL catalog DSN instead of a SQLite directory")
-		sub.MarkFlagsMutuallyExclusive("catalog", "catalog-dsn")
+		f.registerCatalog(sub)
 		c.AddCommand(sub)
 	}
 	return c

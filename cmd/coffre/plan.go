@@ -40,8 +40,13 @@ type policyFlags struct {
 }
 
 func (f *policyFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&f.files, "file", "f", nil, "HCL configuration file (repeatable; required)")
+	f.registerCatalog(cmd)
+}
+
+// registerCatalog adds the flags that choose the catalog (see openCatalog).
+func (f *policyFlags) registerCatalog(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringArrayVarP(&f.files, "file", "f", nil, "HCL configuration file (repeatable; required)")
 	fl.StringVar(&f.catalogDir, "catalog", "", "SQLite catalog directory (default $COFFRE_DATA_DIR or ~/.local/share/coffre)")
 	fl.StringVar(&f.catalogDSN, "catalog-dsn", "", "PostgreSQL catalog DSN instead of a SQLite directory")
 	cmd.MarkFlagsMutuallyExclusive("catalog", "catalog-dsn")
