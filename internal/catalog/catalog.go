@@ -169,6 +169,12 @@ type Job struct {
 	RecoveryPoint  string
 	Message        string
 	BytesProcessed int64
+	// Params are the job's inputs beyond resource and vault (a restore's
+	// recovery point and target, a copy's destination…); never secrets.
+	Params map[string]string
+	// NotBefore holds a PENDING job back until then (retry backoff); zero:
+	// claimable at once.
+	NotBefore time.Time
 }
 
 // JobUpdate holds the fields TransitionJob sets along with the state; nil
@@ -180,6 +186,23 @@ type JobUpdate struct {
 	RecoveryPoint  *string
 	Message        *string
 	BytesProcessed *int64
+	NotBefore      *time.Time
+}
+
+// ClaimLimits bound how many jobs may run at once; zero fields are
+// unlimited. They count RUNNING jobs in the whole catalog (every server).
+type ClaimLimits struct {
+	PerVault    int // RUNNING jobs with the same Vault
+	PerResource int // RUNNING jobs with the same Resource (jobs without one are not counted)
+}
+
+// Token is an API token; only the SHA-256 of its secret is stored.
+type Token struct {
+	ID         string // public id, also the token's prefix
+	Name       string
+	Hash       string // hex SHA-256 of the whole token
+	CreatedAt  time.Time
+	LastUsedAt time.Time
 }
 
 // JobFilter selects jobs; zero fields match everything.
@@ -266,9 +289,12 @@ type AuditFilter struct {
 //     (from the clock unless update gives them); going back to PENDING clears
 //     Owner. It returns the job as stored.
 //   - ClaimJob atomically moves one PENDING job whose StartBy is zero or not
-//     past to RUNNING, owned by owner, with Attempt incremented; oldest first.
-//     Concurrent claimers (goroutines or servers) never get the same job. It
-//     returns ErrNoJob when there is nothing to claim.
+//     past and whose NotBefore is zero or past to RUNNING, owned by owner,
+//     with Attempt incremented; oldest first. It skips jobs whose vault or
+//     resource already has as many RUNNING jobs as lim allows, counted
+//     across every server. Concurrent claimers (goroutines or servers) never
+//     get the same job. It returns ErrNoJob when there is nothing to claim.
+//   - Params round-trip as given (nil and empty are the same).
 //   - Heartbeat refreshes HeartbeatAt of a RUNNING job held by owner, else
 //     ErrConflict (ErrNotFound for a missing job). ListStaleRunning returns
 //     RUNNING jobs whose HeartbeatAt is older than now-olderThan, for crash
@@ -279,6 +305,10 @@ type AuditFilter struct {
 //     previous Hash) and Hash, atomically even across servers.
 //     VerifyAudit re-walks the chain and returns the first Seq whose link or
 //     hash does not verify, or 0 when the chain is intact.
+//   - CreateToken stores a token (ErrConflict for an existing ID or Hash);
+//     TokenByHash finds one by hash (ErrNotFound) and, when touch is set,
+//     records LastUsedAt from the clock; ListTokens is sorted by ID;
+//     DeleteToken returns ErrNotFound when nothing was deleted.
 //   - Close releases the catalog (and, for sqlite, the data-dir lock).
 type Catalog interface {
 	PutVault(ctx context.Context, v Vault) error
@@ -305,7 +335,7 @@ type Catalog interface {
 	GetJob(ctx context.Context, id string) (Job, error)
 	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
 	TransitionJob(ctx context.Context, id string, from, to JobState, u JobUpdate) (Job, error)
-	ClaimJob(ctx context.Context, owner string) (Job, error)
+	ClaimJob(ctx context.Context, owner string, lim ClaimLimits) (Job, error)
 	Heartbeat(ctx context.Context, id, owner string) error
 	ListStaleRunning(ctx context.Context, olderThan time.Duration) ([]Job, error)
 
@@ -318,6 +348,11 @@ type Catalog interface {
 	AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error)
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 	VerifyAudit(ctx context.Context) (brokenSeq int64, err error)
+
+	CreateToken(ctx context.Context, t Token) error
+	TokenByHash(ctx context.Context, hash string, touch bool) (Token, error)
+	ListTokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id string) error
 
 	Close() error
 }

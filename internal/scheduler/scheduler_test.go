@@ -211,7 +211,7 @@ func TestExpireStale(t *testing.T) {
 	// A RUNNING job past its CompleteBy belongs to the runner.
 	running, err := cat.CreateJob(ctx, catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: "r", CompleteBy: day0.Add(time.Minute)})
 	must(t, err)
-	claimed, err := cat.ClaimJob(ctx, "w")
+	claimed, err := cat.ClaimJob(ctx, "w", catalog.ClaimLimits{})
 	must(t, err)
 	if claimed.ID != running.ID {
 		t.Fatalf("claimed %s", claimed.ID)

@@ -45,6 +45,9 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener) {
 		{"JobTransitionConflict", testJobConflict},
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"HeartbeatAndStale", testStale},
+		{"JobParamsAndBackoff", testJobParamsBackoff},
+		{"ClaimLimits", testClaimLimits},
+		{"Tokens", testTokens},
 		{"RecoveryPoints", testRecoveryPoints},
 		{"RecoveryPointExpiry", testExpiry},
 		{"AuditChain", testAudit},
@@ -344,7 +347,7 @@ func testJobTransitions(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 	// RUNNING → PENDING (requeue after a crash) clears the owner.
 	k, err := c.CreateJob(ctx(), catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending})
 	must(t, err)
-	k, err = c.ClaimJob(ctx(), "w2")
+	k, err = c.ClaimJob(ctx(), "w2", catalog.ClaimLimits{})
 	must(t, err)
 	k, err = c.TransitionJob(ctx(), k.ID, catalog.StateRunning, catalog.StatePending, catalog.JobUpdate{Message: ptr("requeued")})
 	must(t, err)
@@ -419,7 +422,7 @@ func testClaimConcurrent(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 			// block) while claimable jobs remain, only that another claimer
 			// holds the one it looked at.
 			for i := 0; i < n/8; i++ {
-				j, err := c.ClaimJob(ctx(), owner)
+				j, err := c.ClaimJob(ctx(), owner, catalog.ClaimLimits{})
 				if err != nil {
 					t.Errorf("%s: claim %d of %d: %v", owner, i+1, n/8, err)
 					return
@@ -437,7 +440,7 @@ func testClaimConcurrent(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 	if len(claimed) != n {
 		t.Fatalf("claimed %d distinct jobs, want %d", len(claimed), n)
 	}
-	if _, err := c.ClaimJob(ctx(), "late-worker"); !errors.Is(err, catalog.ErrNoJob) {
+	if _, err := c.ClaimJob(ctx(), "late-worker", catalog.ClaimLimits{}); !errors.Is(err, catalog.ErrNoJob) {
 		t.Fatalf("ClaimJob with nothing claimable: %v, want ErrNoJob", err)
 	}
 	for id, owners := range claimed {
@@ -459,7 +462,7 @@ func testClaimConcurrent(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 	must(t, err)
 	_, err = c.CreateJob(ctx(), catalog.Job{ID: "new", Kind: catalog.KindBackup, State: catalog.StatePending})
 	must(t, err)
-	j, err := c.ClaimJob(ctx(), "w")
+	j, err := c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
 	must(t, err)
 	if j.ID != first.ID {
 		t.Fatalf("claimed %s first, want the oldest %s", j.ID, first.ID)
@@ -467,7 +470,7 @@ func testClaimConcurrent(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 	_, err = c.TransitionJob(ctx(), j.ID, catalog.StateRunning, catalog.StatePending, catalog.JobUpdate{})
 	must(t, err)
 	clk.Advance(time.Minute)
-	j, err = c.ClaimJob(ctx(), "w")
+	j, err = c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
 	must(t, err)
 	if j.ID != first.ID || j.Attempt != 2 || !j.StartedAt.Equal(Base.Add(time.Minute)) {
 		t.Fatalf("reclaim: %+v", j)
@@ -480,9 +483,9 @@ func testStale(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
 		must(t, err)
 		clk.Advance(time.Millisecond)
 	}
-	a, err := c.ClaimJob(ctx(), "w1")
+	a, err := c.ClaimJob(ctx(), "w1", catalog.ClaimLimits{})
 	must(t, err)
-	b, err := c.ClaimJob(ctx(), "w2")
+	b, err := c.ClaimJob(ctx(), "w2", catalog.ClaimLimits{})
 	must(t, err)
 	if a.ID != "a" || b.ID != "b" {
 		t.Fatalf("claimed %s, %s", a.ID, b.ID)
@@ -775,4 +778,116 @@ func testReopen(t *testing.T, open Opener) {
 	if !strings.Contains(err.Error(), "newer") || hint.Of(err) == "" {
 		t.Fatalf("newer schema: error %q (hint %q) should say so and give a hint", err, hint.Of(err))
 	}
+}
+
+func testJobParamsBackoff(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
+	params := map[string]string{"recovery_point": "ab12", "target": "/tmp/restore here", "é": "ü"}
+	j, err := c.CreateJob(ctx(), catalog.Job{ID: "r", Kind: catalog.KindRestore, State: catalog.StatePending, Params: params})
+	must(t, err)
+	equal(t, j.Params, params, "params after create")
+	noParams, err := c.CreateJob(ctx(), catalog.Job{ID: "n", Kind: catalog.KindBackup, CreatedAt: Base.Add(time.Hour)})
+	must(t, err)
+	if len(noParams.Params) != 0 {
+		t.Fatalf("job created without params has %v", noParams.Params)
+	}
+	// A job held back by NotBefore is not claimable until then.
+	_, err = c.TransitionJob(ctx(), "n", catalog.StateCreated, catalog.StatePending, catalog.JobUpdate{})
+	must(t, err)
+	got, err := c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
+	must(t, err)
+	if got.ID != "r" {
+		t.Fatalf("claimed %s, want r", got.ID)
+	}
+	later := clk.Now().Add(10 * time.Minute)
+	got, err = c.TransitionJob(ctx(), "r", catalog.StateRunning, catalog.StatePending, catalog.JobUpdate{NotBefore: &later, Message: ptr("retry in 10m")})
+	must(t, err)
+	if !got.NotBefore.Equal(later) || !reflect.DeepEqual(got.Params, params) {
+		t.Fatalf("after requeue: NotBefore %v Params %v", got.NotBefore, got.Params)
+	}
+	got, err = c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
+	must(t, err)
+	if got.ID != "n" {
+		t.Fatalf("claimed %s while r is backing off, want n", got.ID)
+	}
+	_, err = c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
+	wantErr(t, err, catalog.ErrNoJob, "claim while the only PENDING job backs off")
+	clk.Advance(10 * time.Minute)
+	got, err = c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
+	must(t, err)
+	if got.ID != "r" || got.Attempt != 2 {
+		t.Fatalf("after backoff claimed %+v, want r attempt 2", got)
+	}
+}
+
+func testClaimLimits(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
+	mk := func(id, vault, res string) {
+		_, err := c.CreateJob(ctx(), catalog.Job{ID: id, Kind: catalog.KindBackup, State: catalog.StatePending, Vault: vault, Resource: res})
+		must(t, err)
+		clk.Advance(time.Millisecond)
+	}
+	mk("1", "v1", "db")
+	mk("2", "v1", "db")  // same resource as 1
+	mk("3", "v1", "fs")  // vault v1 full after 1 and 3 with PerVault 2
+	mk("4", "v1", "fs2") // waits for v1
+	mk("5", "v2", "")    // no resource: only the vault limit applies
+	mk("6", "v2", "")
+	lim := catalog.ClaimLimits{PerVault: 2, PerResource: 1}
+	var got []string
+	for {
+		j, err := c.ClaimJob(ctx(), "w", lim)
+		if errors.Is(err, catalog.ErrNoJob) {
+			break
+		}
+		must(t, err)
+		got = append(got, j.ID)
+	}
+	equal(t, got, []string{"1", "3", "5", "6"}, "claimed under limits {PerVault 2, PerResource 1}")
+	_, err := c.TransitionJob(ctx(), "1", catalog.StateRunning, catalog.StateCompleted, catalog.JobUpdate{})
+	must(t, err)
+	j, err := c.ClaimJob(ctx(), "w", lim)
+	must(t, err)
+	if j.ID != "2" {
+		t.Fatalf("after job 1 finished, claimed %s, want 2 (same resource, oldest)", j.ID)
+	}
+	j, err = c.ClaimJob(ctx(), "w", catalog.ClaimLimits{})
+	must(t, err)
+	if j.ID != "4" {
+		t.Fatalf("without limits claimed %s, want 4", j.ID)
+	}
+}
+
+func testTokens(t *testing.T, c catalog.Catalog, clk *clock.Fake) {
+	h := func(b byte) string { return strings.Repeat(string("0123456789abcdef"[b%16]), 64) }
+	must(t, c.CreateToken(ctx(), catalog.Token{ID: "tok-b", Name: "ci", Hash: h(1)}))
+	must(t, c.CreateToken(ctx(), catalog.Token{ID: "tok-a", Name: "ops", Hash: h(2)}))
+	wantErr(t, c.CreateToken(ctx(), catalog.Token{ID: "tok-b", Hash: h(3)}), catalog.ErrConflict, "duplicate token id")
+	wantErr(t, c.CreateToken(ctx(), catalog.Token{ID: "tok-c", Hash: h(1)}), catalog.ErrConflict, "duplicate token hash")
+	wantErr(t, c.CreateToken(ctx(), catalog.Token{ID: "tok-d", Hash: "short"}), catalog.ErrInvalid, "token with a malformed hash")
+	ts, err := c.ListTokens(ctx())
+	must(t, err)
+	if len(ts) != 2 || ts[0].ID != "tok-a" || ts[1].ID != "tok-b" || !ts[0].CreatedAt.Equal(Base) {
+		t.Fatalf("ListTokens = %+v", ts)
+	}
+	tok, err := c.TokenByHash(ctx(), h(1), false)
+	must(t, err)
+	if tok.ID != "tok-b" || !tok.LastUsedAt.IsZero() {
+		t.Fatalf("TokenByHash = %+v", tok)
+	}
+	clk.Advance(time.Hour)
+	tok, err = c.TokenByHash(ctx(), h(1), true)
+	must(t, err)
+	if !tok.LastUsedAt.Equal(clk.Now()) {
+		t.Fatalf("touched token LastUsedAt = %v, want %v", tok.LastUsedAt, clk.Now())
+	}
+	tok, err = c.TokenByHash(ctx(), h(1), false)
+	must(t, err)
+	if !tok.LastUsedAt.Equal(clk.Now()) {
+		t.Fatalf("LastUsedAt not stored: %v", tok.LastUsedAt)
+	}
+	_, err = c.TokenByHash(ctx(), h(9), false)
+	wantErr(t, err, catalog.ErrNotFound, "unknown token hash")
+	must(t, c.DeleteToken(ctx(), "tok-b"))
+	wantErr(t, c.DeleteToken(ctx(), "tok-b"), catalog.ErrNotFound, "deleting a deleted token")
+	_, err = c.TokenByHash(ctx(), h(1), false)
+	wantErr(t, err, catalog.ErrNotFound, "deleted token")
 }

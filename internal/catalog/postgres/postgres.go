@@ -40,11 +40,12 @@ type Catalog struct {
 const lockKey = 0x636f66667265
 
 var dialect = sqlstore.Dialect{
-	Name:          "postgres",
-	Dollar:        true,
-	ClaimLock:     " FOR UPDATE SKIP LOCKED",
-	AuditLock:     "SELECT pg_advisory_xact_lock(" + strconv.Itoa(lockKey+1) + ")",
-	MigrationLock: "SELECT pg_advisory_xact_lock(" + strconv.Itoa(lockKey) + ")",
+	Name:           "postgres",
+	Dollar:         true,
+	ClaimLock:      " FOR UPDATE SKIP LOCKED",
+	ClaimSerialize: "SELECT pg_advisory_xact_lock(" + strconv.Itoa(lockKey+2) + ")",
+	AuditLock:      "SELECT pg_advisory_xact_lock(" + strconv.Itoa(lockKey+1) + ")",
+	MigrationLock:  "SELECT pg_advisory_xact_lock(" + strconv.Itoa(lockKey) + ")",
 	IsUnique: func(err error) bool {
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "23505"

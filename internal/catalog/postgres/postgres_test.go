@@ -110,7 +110,7 @@ func TestTwoServersShareOneCatalog(t *testing.T) {
 			defer wg.Done()
 			c := servers[w%2]
 			for {
-				j, err := c.ClaimJob(ctx, fmt.Sprint("server", w%2, "-worker", w))
+				j, err := c.ClaimJob(ctx, fmt.Sprint("server", w%2, "-worker", w), catalog.ClaimLimits{})
 				if errors.Is(err, catalog.ErrNoJob) {
 					return
 				}

@@ -68,7 +68,7 @@ func TestFileLayoutAndWAL(t *testing.T) {
 		t.Fatalf("busy_timeout = %d, %v", timeout, err)
 	}
 	var version int
-	if err := c.DB().QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&version); err != nil || version != 1 {
+	if err := c.DB().QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&version); err != nil || version != 2 {
 		t.Fatalf("schema version %d, %v", version, err)
 	}
 }

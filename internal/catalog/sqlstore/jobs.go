@@ -14,17 +14,28 @@ import (
 )
 
 const jobCols = `id, kind, state, resource, vault, plan, rule, created_at, start_by, complete_by, started_at,
-	finished_at, attempt, owner, heartbeat_at, recovery_point, message, bytes_processed`
+	finished_at, attempt, owner, heartbeat_at, recovery_point, message, bytes_processed, params, not_before`
 
 func scanJob(sc interface{ Scan(...any) error }) (catalog.Job, error) {
 	var j catalog.Job
-	var created, startBy, completeBy, started, finished, heartbeat ntime
+	var created, startBy, completeBy, started, finished, heartbeat, notBefore ntime
+	var params string
 	err := sc.Scan(&j.ID, &j.Kind, &j.State, &j.Resource, &j.Vault, &j.Plan, &j.Rule, &created, &startBy,
 		&completeBy, &started, &finished, &j.Attempt, &j.Owner, &heartbeat, &j.RecoveryPoint, &j.Message,
-		&j.BytesProcessed)
+		&j.BytesProcessed, &params, &notBefore)
+	if err != nil {
+		return j, err
+	}
 	j.CreatedAt, j.StartBy, j.CompleteBy = created.T(), startBy.T(), completeBy.T()
 	j.StartedAt, j.FinishedAt, j.HeartbeatAt = started.T(), finished.T(), heartbeat.T()
-	return j, err
+	j.NotBefore = notBefore.T()
+	if err := unjs(params, &j.Params); err != nil {
+		return j, fmt.Errorf("job %s params: %w", j.ID, err)
+	}
+	if len(j.Params) == 0 {
+		j.Params = nil
+	}
+	return j, nil
 }
 
 func newID() string {
@@ -49,10 +60,10 @@ func (s *Store) CreateJob(ctx context.Context, j catalog.Job) (catalog.Job, erro
 	if j.CreatedAt.IsZero() {
 		j.CreatedAt = s.clock.Now()
 	}
-	_, err := s.exec(ctx, `INSERT INTO jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		j.ID, string(j.Kind), string(j.State), j.Resource, j.Vault, j.Plan, j.Rule, tv(j.CreatedAt), tv(j.StartBy),
 		tv(j.CompleteBy), tv(j.StartedAt), tv(j.FinishedAt), j.Attempt, j.Owner, tv(j.HeartbeatAt),
-		j.RecoveryPoint, j.Message, j.BytesProcessed)
+		j.RecoveryPoint, j.Message, j.BytesProcessed, paramsJS(j.Params), tv(j.NotBefore))
 	if err != nil && s.d.IsUnique(err) {
 		return j, fmt.Errorf("catalog: create job %s: id exists: %w", j.ID, catalog.ErrConflict)
 	}
@@ -143,6 +154,9 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from, to catalog.J
 	if u.BytesProcessed != nil {
 		set("bytes_processed", *u.BytesProcessed)
 	}
+	if u.NotBefore != nil {
+		set("not_before", tp(u.NotBefore))
+	}
 	args = append(args, id, string(from))
 	j, err := scanJob(s.db.QueryRowContext(ctx, s.q(`UPDATE jobs SET `+strings.Join(sets, ", ")+
 		` WHERE id = ? AND state = ? RETURNING `+jobCols), args...))
@@ -157,18 +171,48 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from, to catalog.J
 }
 
 // ClaimJob implements catalog.Catalog.
-func (s *Store) ClaimJob(ctx context.Context, owner string) (catalog.Job, error) {
+func (s *Store) ClaimJob(ctx context.Context, owner string, lim catalog.ClaimLimits) (catalog.Job, error) {
 	now := s.clock.Now().UnixNano()
-	j, err := scanJob(s.db.QueryRowContext(ctx, s.q(`UPDATE jobs
+	cond := []string{`c.state = 'PENDING'`, `(c.start_by IS NULL OR c.start_by >= ?)`, `(c.not_before IS NULL OR c.not_before <= ?)`}
+	args := []any{owner, now, now, now, now}
+	if lim.PerVault > 0 {
+		cond = append(cond, `(SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND r.vault = c.vault) < ?`)
+		args = append(args, lim.PerVault)
+	}
+	if lim.PerResource > 0 {
+		cond = append(cond, `(c.resource = '' OR (SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND r.resource = c.resource) < ?)`)
+		args = append(args, lim.PerResource)
+	}
+	query := `UPDATE jobs
 		SET state = 'RUNNING', owner = ?, started_at = ?, heartbeat_at = ?, attempt = attempt + 1
 		WHERE state = 'PENDING' AND id = (
-			SELECT id FROM jobs WHERE state = 'PENDING' AND (start_by IS NULL OR start_by >= ?)
-			ORDER BY created_at, id LIMIT 1`+s.d.ClaimLock+`)
-		RETURNING `+jobCols), owner, now, now, now))
+			SELECT c.id FROM jobs c WHERE ` + strings.Join(cond, " AND ") + `
+			ORDER BY c.created_at, c.id LIMIT 1` + s.d.ClaimLock + `)
+		RETURNING ` + jobCols
+	var j catalog.Job
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// The limits count RUNNING jobs; claims serialize so that two
+		// servers cannot both see room for the last slot.
+		if s.d.ClaimSerialize != "" && (lim.PerVault > 0 || lim.PerResource > 0) {
+			if _, err := tx.ExecContext(ctx, s.d.ClaimSerialize); err != nil {
+				return err
+			}
+		}
+		var err error
+		j, err = scanJob(tx.QueryRowContext(ctx, s.q(query), args...))
+		return err
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return j, catalog.ErrNoJob
 	}
 	return j, wrap("claim job for "+owner, err)
+}
+
+func paramsJS(p map[string]string) string {
+	if len(p) == 0 {
+		return "{}"
+	}
+	return js(p)
 }
 
 // Heartbeat implements catalog.Catalog.

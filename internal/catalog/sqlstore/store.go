@@ -24,6 +24,10 @@ type Dialect struct {
 	// (" FOR UPDATE SKIP LOCKED" on PostgreSQL; SQLite's write lock already
 	// serializes writers).
 	ClaimLock string
+	// ClaimSerialize runs first in ClaimJob's transaction when claim limits
+	// are set, so that limit counts are exact across servers ("" when the
+	// engine already serializes writers).
+	ClaimSerialize string
 	// AuditLock runs first in AppendAudit's transaction so that appends
 	// serialize across connections and servers ("" when transactions already
 	// take the write lock at BEGIN, as with SQLite's _txlock=immediate).
