@@ -67,6 +67,7 @@ type Options struct {
 	Chunkers     int   // files chunked concurrently (large files), default 4
 	Tags         map[string]string
 	Resource     string
+	Lifecycle    *snapshot.Lifecycle          // recorded in the manifest
 	OnError      func(path string, err error) // called for every file-level error
 	MaxErrorList int                          // errors kept in the manifest, default 100
 	// BeforeCommit, when set, is called after all data is durable and right
@@ -500,7 +501,7 @@ func (a *Archiver) commit(ctx context.Context, rootID crypto.ID, rootNode *tree.
 	host, _ := os.Hostname()
 	m := &snapshot.Manifest{
 		Time: a.r.Clock().Now().UTC(), Hostname: host, Source: src, Tree: rootID, Root: rootNode, Status: snapshot.StatusCompleted,
-		Tags: a.opts.Tags, Errors: a.errs,
+		Tags: a.opts.Tags, Errors: a.errs, Lifecycle: a.opts.Lifecycle,
 		Stats: snapshot.Stats{
 			Files: a.prog.Files.Load(), Dirs: a.prog.Dirs.Load(), Bytes: a.prog.Bytes.Load(),
 			BytesRead: a.prog.BytesRead.Load(), BlobsAdded: st.BlobsAdded, BytesAdded: st.BytesAdded,

@@ -43,6 +43,38 @@ type Manifest struct {
 	Errors   []string          `json:"errors,omitempty"`
 	Tags     map[string]string `json:"tags,omitempty"`
 	Stats    Stats             `json:"stats"`
+	// Lifecycle is set when the control plane made the recovery point: it
+	// lets the catalog's index be rebuilt from the vault alone.
+	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
+}
+
+// Lifecycle records which plan rule or job made a recovery point and how
+// long it is kept; dates are derived from the manifest's Time.
+type Lifecycle struct {
+	Plan                string `json:"plan,omitempty"`
+	Rule                string `json:"rule,omitempty"`
+	Job                 string `json:"job,omitempty"`
+	MoveToColdAfterDays int    `json:"move_to_cold_after_days,omitempty"` // 0: never
+	DeleteAfterDays     int    `json:"delete_after_days,omitempty"`       // 0: kept until deleted by hand
+}
+
+// Day is the length of a lifecycle day.
+const Day = 24 * time.Hour
+
+// MoveToColdAt is when the point goes to cold storage (zero: never).
+func (m *Manifest) MoveToColdAt() time.Time {
+	if m.Lifecycle == nil || m.Lifecycle.MoveToColdAfterDays <= 0 {
+		return time.Time{}
+	}
+	return m.Time.Add(time.Duration(m.Lifecycle.MoveToColdAfterDays) * Day)
+}
+
+// DeleteAt is when the point expires (zero: never).
+func (m *Manifest) DeleteAt() time.Time {
+	if m.Lifecycle == nil || m.Lifecycle.DeleteAfterDays <= 0 {
+		return time.Time{}
+	}
+	return m.Time.Add(time.Duration(m.Lifecycle.DeleteAfterDays) * Day)
 }
 
 // Source says what was backed up.
