@@ -21,6 +21,7 @@ import (
 	"github.com/coffre/coffre/internal/catalog/postgres"
 	"github.com/coffre/coffre/internal/catalog/sqlite"
 	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/jobs"
 	"github.com/coffre/coffre/internal/policy/apply"
 	"github.com/coffre/coffre/internal/policy/config"
 )
@@ -37,6 +38,7 @@ type policyFlags struct {
 	files      []string
 	catalogDir string
 	catalogDSN string
+	keyringDir string
 }
 
 func (f *policyFlags) register(cmd *cobra.Command) {
@@ -50,6 +52,40 @@ func (f *policyFlags) registerCatalog(cmd *cobra.Command) {
 	fl.StringVar(&f.catalogDir, "catalog", "", "SQLite catalog directory (default $COFFRE_DATA_DIR or ~/.local/share/coffre)")
 	fl.StringVar(&f.catalogDSN, "catalog-dsn", "", "PostgreSQL catalog DSN instead of a SQLite directory")
 	cmd.MarkFlagsMutuallyExclusive("catalog", "catalog-dsn")
+}
+
+// registerKeyring adds --keyring (see keyring), for commands that open the
+// catalog's vaults.
+func (f *policyFlags) registerKeyring(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.keyringDir, "keyring", "", "directory of the vaults' keys (default DATA_DIR/keys; back it up apart from the vaults)")
+}
+
+// keyring returns the vault keyring: --keyring, or keys/ in the data dir.
+func (f *policyFlags) keyring() (*jobs.Keyring, error) {
+	if f.keyringDir != "" {
+		return &jobs.Keyring{Dir: f.keyringDir}, nil
+	}
+	dir, err := f.dataDir()
+	if err != nil {
+		return nil, err
+	}
+	return &jobs.Keyring{Dir: filepath.Join(dir, "keys")}, nil
+}
+
+// dataDir is --catalog, $COFFRE_DATA_DIR or ~/.local/share/coffre.
+func (f *policyFlags) dataDir() (string, error) {
+	dir := f.catalogDir
+	if dir == "" {
+		dir = os.Getenv("COFFRE_DATA_DIR")
+	}
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("data directory: %w (pass --catalog)", err)
+		}
+		dir = filepath.Join(home, ".local", "share", "coffre")
+	}
+	return dir, nil
 }
 
 // planJSON is what --json prints.
@@ -214,16 +250,9 @@ func (f *policyFlags) openCatalog(ctx context.Context) (catalog.Catalog, error) 
 	if f.catalogDSN != "" {
 		return postgres.Open(ctx, f.catalogDSN, clock.Real{})
 	}
-	dir := f.catalogDir
-	if dir == "" {
-		dir = os.Getenv("COFFRE_DATA_DIR")
-	}
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, fmt.Errorf("catalog directory: %w (pass --catalog)", err)
-		}
-		dir = filepath.Join(home, ".local", "share", "coffre")
+	dir, err := f.dataDir()
+	if err != nil {
+		return nil, err
 	}
 	return sqlite.Open(dir, clock.Real{})
 }

@@ -27,6 +27,7 @@ var layers = []struct {
 	{"internal/policy", 3},
 	{"internal/scheduler", 3},
 	{"internal/jobs", 3},
+	{"internal/lifecycle", 3},
 	{"internal/restoretest", 3},
 	{"internal/report", 3},
 	{"internal/api", 4},
