@@ -1,0 +1,100 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/coffre/coffre/internal/catalog"
+	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/repo"
+	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/source/fs"
+)
+
+// Source backs up and restores one resource type for the job runner.
+//
+// Contract: Backup stores exactly one recovery point of res into r and
+// returns its manifest, or stores nothing and returns an error. The caller
+// has opened r, taken a shared lock and loaded the index; opts carries the
+// tags, lifecycle, parent and the BeforeCommit guard, which Backup must pass
+// to the archiver unchanged. Restore writes recovery point m of res to the
+// target that params name ("target", and optionally "path" inside the point)
+// and returns a one-line summary; it never overwrites existing data. Errors
+// that retrying cannot fix (bad settings, a missing path) are wrapped with
+// Permanent.
+type Source interface {
+	Backup(ctx context.Context, r *repo.Repository, res catalog.Resource, opts archiver.Options) (*snapshot.Manifest, error)
+	Restore(ctx context.Context, r *repo.Repository, res catalog.Resource, m *snapshot.Manifest, params map[string]string) (string, error)
+}
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// Filesystem is the Source for resources of type "filesystem".
+//
+// Settings: "path" (required, absolute: the directory or file to back up)
+// and "exclude" (optional, comma-separated patterns as `coffre backup
+// --exclude` takes them). Restore params: "target" (absolute directory, new
+// or empty) and "path" (optional subtree).
+type Filesystem struct{}
+
+// Backup implements Source.
+func (Filesystem) Backup(ctx context.Context, r *repo.Repository, res catalog.Resource, opts archiver.Options) (*snapshot.Manifest, error) {
+	path := res.Settings["path"]
+	if path == "" || !filepath.IsAbs(path) {
+		return nil, Permanent(hint.With(fmt.Errorf("resource %s: setting path is %q, want an absolute path", res.ID, path),
+			"set settings = { path = \"/absolute/dir\" } on the resource and run coffre apply"))
+	}
+	var excludes []string
+	for _, e := range strings.Split(res.Settings["exclude"], ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			excludes = append(excludes, e)
+		}
+	}
+	src, err := fs.New(path, excludes)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("resource %s: %w", res.ID, err))
+	}
+	return archiver.New(r, opts).Backup(ctx, src, snapshot.Source{Type: snapshot.SourceFilesystem, Paths: []string{src.Path()}, Resource: res.ID})
+}
+
+// Restore implements Source.
+func (Filesystem) Restore(ctx context.Context, r *repo.Repository, res catalog.Resource, m *snapshot.Manifest, params map[string]string) (string, error) {
+	target := params["target"]
+	if target == "" || !filepath.IsAbs(target) {
+		return "", Permanent(fmt.Errorf("restore of %s: target %q is not an absolute path", m.ID.Short(), target))
+	}
+	st, err := fs.Restore(ctx, r, m, fs.RestoreOptions{Target: target, Subpath: params["path"]})
+	if err != nil {
+		if errors.Is(err, fs.ErrTargetNotEmpty) {
+			return "", Permanent(err)
+		}
+		return "", err
+	}
+	msg := fmt.Sprintf("restored %d files, %d dirs, %d bytes to %s (every chunk verified)", st.Files, st.Dirs, st.Bytes, target)
+	if len(st.Warnings) > 0 {
+		msg += fmt.Sprintf("; %d warning(s), first: %s", len(st.Warnings), st.Warnings[0])
+	}
+	return msg, nil
+}
