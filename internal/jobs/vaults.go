@@ -202,4 +202,6 @@ func (o *Opener) Open(ctx context.Context, v catalog.Vault) (*repo.Repository, e
 	return r, nil
 }
 
-func isLocal(loc string) bool { return !strings.Contains(loc, "://") || strings.HasPrefix(loc, "file://") }
+func isLocal(loc string) bool {
+	return !strings.Contains(loc, "://") || strings.HasPrefix(loc, "file://")
+}
