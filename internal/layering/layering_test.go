@@ -31,6 +31,7 @@ var layers = []struct {
 	{"internal/restoretest", 3},
 	{"internal/report", 3},
 	{"internal/api", 4},
+	{"internal/server", 4},
 	{"internal/web", 4},
 	{"internal/notify", 4},
 	{"cmd", 5},

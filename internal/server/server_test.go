@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/coffre/coffre/internal/catalog"
+	"github.com/coffre/coffre/internal/catalog/sqlite"
+	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/jobs"
+	"github.com/coffre/coffre/internal/policy/apply"
+	"github.com/coffre/coffre/internal/policy/config"
+	"github.com/coffre/coffre/internal/testutil"
+)
+
+// devHCL is the seed's development environment with its vault on local
+// disk and one directory as the EFS file system it selects.
+const devHCL = `
+environment "accessweaver" {
+  environment = "development"
+  efs_arns    = ["arn:aws:elasticfilesystem:eu-west-1:123456789012:file-system/fs-0bbbbbbbbbbbbbbb2"]
+  tags = { Project = "AccessWeaver" }
+}
+
+vault "accessweaver-dev-backup-vault" {
+  location = "file://%s"
+}
+
+resource "filesystem" "documents" {
+  id       = "arn:aws:elasticfilesystem:eu-west-1:123456789012:file-system/fs-0bbbbbbbbbbbbbbb2"
+  settings = { path = "%s" }
+}
+`
+
+type testServer struct {
+	t      *testing.T
+	cat    catalog.Catalog
+	clk    *clock.Fake
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startServer(t *testing.T, start time.Time, lifecycle func(clk *clock.Fake, cat catalog.Catalog, v jobs.Vaults) func(context.Context) error) *testServer {
+	t.Helper()
+	clk := clock.NewFake(start)
+	cat, err := sqlite.Open(t.TempDir(), clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	testutil.WriteFiles(t, src, map[string][]byte{"report.txt": []byte("quarterly"), "data/blob": testutil.RandomBytes(7, 100_000)})
+	cfg, diags := config.Parse([]byte(fmt.Sprintf(devHCL, filepath.Join(t.TempDir(), "vault"), src)), "dev.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	res, diags := cfg.Expand()
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ctx := context.Background()
+	p, err := apply.Diff(ctx, cat, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apply.Apply(ctx, cat, p); err != nil {
+		t.Fatal(err)
+	}
+	vaults := &jobs.Opener{Keys: &jobs.Keyring{Dir: t.TempDir()}, Clock: clk}
+	runner := &jobs.Runner{Vaults: vaults, Owner: "srv", Poll: 10 * time.Millisecond, HeartbeatEvery: 50 * time.Millisecond}
+	sctx, cancel := context.WithCancel(ctx)
+	s := &testServer{t: t, cat: cat, clk: clk, cancel: cancel, done: make(chan error, 1)}
+	c := Config{Cat: cat, Runner: runner, Clock: clk, Tick: 20 * time.Millisecond, LifecycleEvery: 20 * time.Millisecond}
+	if lifecycle != nil {
+		c.Lifecycle = lifecycle(clk, cat, vaults)
+	}
+	go func() { s.done <- Run(sctx, c) }()
+	t.Cleanup(func() {
+		s.stop()
+		cat.Close()
+	})
+	return s
+}
+
+func (s *testServer) stop() {
+	if s.cancel != nil {
+		s.cancel()
+		if err := <-s.done; err != nil {
+			s.t.Errorf("server: %v", err)
+		}
+		s.cancel = nil
+	}
+}
+
+// waitFor polls the catalog until cond holds; the deadline only turns a hang
+// into a failure.
+func (s *testServer) waitFor(what string, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s at %s", what, s.clk.Now())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *testServer) jobs() []catalog.Job {
+	s.t.Helper()
+	js, err := s.cat.ListJobs(context.Background(), catalog.JobFilter{Kind: catalog.KindBackup})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return js
+}
+
+func (s *testServer) points() []catalog.RecoveryPoint {
+	s.t.Helper()
+	ps, err := s.cat.ListRecoveryPoints(context.Background(), catalog.RecoveryPointFilter{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return ps
+}
+
+// TestServerRunsTheDevelopmentPlanOnAFastForwardedClock leaves a server
+// running while its clock is moved through nine days, one night of which
+// the server is down: every night's fire at 22:00 becomes exactly one job,
+// run inside its start window; the missed night's job is EXPIRED.
+func TestServerRunsTheDevelopmentPlanOnAFastForwardedClock(t *testing.T) {
+	day0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := startServer(t, day0, nil)
+	var wantCompleted []time.Time
+	for d := 0; d < 9; d++ {
+		fire := time.Date(2026, 3, 1+d, 22, 0, 0, 0, time.UTC)
+		// Daytime: nothing due.
+		s.clk.Set(fire.Add(-time.Minute))
+		if d == 4 {
+			// The server misses this night: its clock jumps past the start
+			// window (60 minutes in the development plan).
+			s.clk.Set(fire.Add(90 * time.Minute))
+			s.waitFor("the missed fire's job", func() bool { return len(s.jobs()) == d+1 })
+			continue
+		}
+		s.clk.Set(fire.Add(10 * time.Minute))
+		wantCompleted = append(wantCompleted, fire)
+		s.waitFor(fmt.Sprintf("night %d's backup", d), func() bool {
+			js := s.jobs()
+			return len(js) == d+1 && js[d].State == catalog.StateCompleted
+		})
+	}
+	js := s.jobs()
+	if len(js) != 9 {
+		t.Fatalf("%d jobs for 9 nights", len(js))
+	}
+	var completed []time.Time
+	for i, j := range js {
+		if j.Plan != "accessweaver-dev-daily" || j.Rule != "daily-backup-rule" || j.Vault != "accessweaver-dev-backup-vault" {
+			t.Fatalf("job %d: %+v", i, j)
+		}
+		fire := j.StartBy.Add(-60 * time.Minute)
+		if !j.CompleteBy.Equal(fire.Add(240 * time.Minute)) {
+			t.Fatalf("job %d completion window ends %s, want fire+240m", i, j.CompleteBy)
+		}
+		switch j.State {
+		case catalog.StateCompleted:
+			completed = append(completed, fire)
+			if !j.StartedAt.Equal(fire.Add(10*time.Minute)) || j.RecoveryPoint == "" {
+				t.Fatalf("job %d started %s (want fire+10m), point %q", i, j.StartedAt, j.RecoveryPoint)
+			}
+		case catalog.StateExpired:
+			if i != 4 || !fire.Equal(time.Date(2026, 3, 5, 22, 0, 0, 0, time.UTC)) {
+				t.Fatalf("job %d (fire %s) EXPIRED", i, fire)
+			}
+		default:
+			t.Fatalf("job %d ended %s: %s", i, j.State, j.Message)
+		}
+	}
+	sort.Slice(completed, func(a, b int) bool { return completed[a].Before(completed[b]) })
+	if fmt.Sprint(completed) != fmt.Sprint(wantCompleted) {
+		t.Fatalf("completed fires %v, want %v", completed, wantCompleted)
+	}
+	if n := len(s.points()); n != 8 {
+		t.Fatalf("%d recovery points, want 8", n)
+	}
+}
