@@ -268,6 +268,21 @@ func (r *Runner) audit(ctx context.Context, j catalog.Job, from catalog.JobState
 	}
 }
 
+// RunJob runs one given PENDING job now, in this process, as its last
+// attempt (a failure is final: there may be no server to retry it). The CLI
+// uses it when no server is configured.
+func (r *Runner) RunJob(ctx context.Context, id string) (catalog.Job, error) {
+	r.fill()
+	j, err := r.Cat.TransitionJob(ctx, id, catalog.StatePending, catalog.StateRunning, catalog.JobUpdate{Owner: &r.Owner})
+	if err != nil {
+		return j, err
+	}
+	if err := r.run(ctx, j, true); err != nil {
+		return j, err
+	}
+	return r.Cat.GetJob(context.WithoutCancel(ctx), id)
+}
+
 func (r *Runner) runOne(ctx context.Context) (bool, error) {
 	j, err := r.Cat.ClaimJob(ctx, r.Owner, r.Limits)
 	if errors.Is(err, catalog.ErrNoJob) {
@@ -276,6 +291,10 @@ func (r *Runner) runOne(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return true, r.run(ctx, j, false)
+}
+
+func (r *Runner) run(ctx context.Context, j catalog.Job, last bool) error {
 	r.audit(ctx, j, catalog.StatePending)
 	if r.OnChange != nil {
 		r.OnChange(j)
@@ -293,7 +312,7 @@ func (r *Runner) runOne(ctx context.Context) (bool, error) {
 	if cause := context.Cause(jctx); err != nil && cause != nil && cause != context.Canceled && !errors.Is(err, cause) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
-	return true, r.finish(ctx, j, res, err, log)
+	return r.finish(ctx, j, res, err, log, last)
 }
 
 // heartbeat keeps the claim alive and watches the completion window.
@@ -335,7 +354,7 @@ type result struct {
 	message string
 }
 
-func (r *Runner) finish(ctx context.Context, j catalog.Job, res result, err error, log *slog.Logger) error {
+func (r *Runner) finish(ctx context.Context, j catalog.Job, res result, err error, log *slog.Logger, last bool) error {
 	now := r.Clock.Now()
 	var to catalog.JobState
 	u := catalog.JobUpdate{}
@@ -351,6 +370,8 @@ func (r *Runner) finish(ctx context.Context, j catalog.Job, res result, err erro
 	case errors.Is(err, errStop):
 		to, u.Message, u.NotBefore = catalog.StatePending, ptr(MsgShutdown), &now
 	case IsPermanent(err):
+		to, u.Message = catalog.StateFailed, ptr(err.Error())
+	case last:
 		to, u.Message = catalog.StateFailed, ptr(err.Error())
 	case j.Attempt >= r.MaxAttempts:
 		to, u.Message = catalog.StateFailed, ptr(fmt.Sprintf("failed after %d attempts: %v", j.Attempt, err))

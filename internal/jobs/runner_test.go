@@ -441,3 +441,27 @@ func TestRunFinishesJobsAndStopsCleanly(t *testing.T) {
 		t.Fatalf("%d recovery points, want 3", n)
 	}
 }
+
+func TestRunJobRunsThatJobOnceInProcess(t *testing.T) {
+	e := newEnv(t)
+	other := e.job(catalog.Job{})
+	fv := &flakyVaults{Vaults: e.vaults}
+	fv.failures.Store(1)
+	e.runner.Vaults = fv
+	j := e.job(catalog.Job{CreatedAt: base.Add(time.Second)})
+	got, err := e.runner.RunJob(context.Background(), j.ID)
+	must(t, err)
+	if got.State != catalog.StateFailed || !strings.Contains(got.Message, "connection reset") {
+		t.Fatalf("RunJob with a transient error: %+v, want FAILED (no retry in-process)", got)
+	}
+	if o := e.get(other.ID); o.State != catalog.StatePending {
+		t.Fatalf("RunJob touched another job: %+v", o)
+	}
+	j = e.job(catalog.Job{CreatedAt: base.Add(2 * time.Second)})
+	if got, err = e.runner.RunJob(context.Background(), j.ID); err != nil || got.State != catalog.StateCompleted || got.RecoveryPoint == "" {
+		t.Fatalf("RunJob: %+v, %v", got, err)
+	}
+	if _, err := e.runner.RunJob(context.Background(), j.ID); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("RunJob of a finished job: %v, want ErrConflict", err)
+	}
+}
