@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
@@ -12,23 +13,13 @@ import (
 
 func cmdAudit(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "audit", Short: "Read and verify the catalog's hash-chained audit trail"}
-	f := &policyFlags{}
+	f := &clientFlags{}
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Re-walk the audit trail's hash chain; exit 4 and name the first broken event if it was tampered with",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			cat, err := f.openCatalog(ctx)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			broken, err := cat.VerifyAudit(ctx)
-			if err != nil {
-				return err
-			}
-			events, err := cat.ListAudit(ctx, catalog.AuditFilter{})
+			broken, events, err := f.verifyAudit(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -54,13 +45,7 @@ func cmdAudit(g *globals) *cobra.Command {
 		Short: "List audit events (who, what, when, outcome)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			cat, err := f.openCatalog(ctx)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			events, err := cat.ListAudit(ctx, catalog.AuditFilter{AfterSeq: after, Limit: limit})
+			events, err := f.listAudit(cmd.Context(), catalog.AuditFilter{AfterSeq: after, Limit: limit})
 			if err != nil {
 				return err
 			}
@@ -78,8 +63,59 @@ func cmdAudit(g *globals) *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many events (0: all)")
 	list.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
 	for _, sub := range []*cobra.Command{verify, list} {
-		f.registerCatalog(sub)
+		f.register(sub)
 		c.AddCommand(sub)
 	}
 	return c
+}
+
+// listAudit reads the trail through the server when one runs, else from
+// the catalog.
+func (f *clientFlags) listAudit(ctx context.Context, af catalog.AuditFilter) ([]catalog.AuditEvent, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		evs, err := c.ListAudit(ctx, af.AfterSeq, af.Limit)
+		out := make([]catalog.AuditEvent, len(evs))
+		for i, e := range evs {
+			out[i] = e.ToCatalog()
+		}
+		return out, err
+	}
+	cat, err := f.openCatalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cat.Close()
+	return cat.ListAudit(ctx, af)
+}
+
+// verifyAudit verifies the chain (on the server when one runs) and counts
+// its events.
+func (f *clientFlags) verifyAudit(ctx context.Context) (int64, []catalog.AuditEvent, error) {
+	c, err := f.client()
+	if err != nil {
+		return 0, nil, err
+	}
+	if c != nil {
+		v, err := c.VerifyAudit(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		evs, err := f.listAudit(ctx, catalog.AuditFilter{})
+		return v.BrokenSeq, evs, err
+	}
+	cat, err := f.openCatalog(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer cat.Close()
+	broken, err := cat.VerifyAudit(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	evs, err := cat.ListAudit(ctx, catalog.AuditFilter{})
+	return broken, evs, err
 }

@@ -614,7 +614,9 @@ func TestDemo(t *testing.T) {
 	if !strings.HasPrefix(last, "restored tree is identical to the source") {
 		t.Errorf("demo output ends with %q:\n%s", last, stdout.String())
 	}
-	for _, want := range []string{"$ coffre init", "$ coffre check --read-data", "no problems found", "2 recovery point(s)"} {
+	for _, want := range []string{`environment = "development"`, "$ coffre apply", "Apply complete: 4 created", "coffre server listening on http://127.0.0.1:",
+		"$ coffre backup start", "BACKUP COMPLETED", "2 files read", "$ coffre points list", "RESTORE COMPLETED", "audit trail intact",
+		"check --read-data", "2 recovery points", "no problems found"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}

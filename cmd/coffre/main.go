@@ -168,8 +168,12 @@ Exit codes: 0 success, 1 failure, 2 bad usage, 3 backup stored but PARTIAL (unre
 	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logs on stderr")
-	root.AddCommand(cmdInit(g), cmdBackup(g), cmdList(g), cmdShow(g), cmdLs(g), cmdRestore(g), cmdCheck(g),
-		cmdDelete(g), cmdPrune(g), cmdUnlock(g), cmdKey(g), cmdDemo(g), cmdPlan(g), cmdApply(g), cmdAudit(g))
+	backup, restore := cmdBackup(g), cmdRestore(g)
+	backup.AddCommand(cmdBackupStart(g))
+	restore.AddCommand(cmdRestoreStart(g))
+	root.AddCommand(cmdInit(g), backup, cmdList(g), cmdShow(g), cmdLs(g), restore, cmdCheck(g),
+		cmdDelete(g), cmdPrune(g), cmdUnlock(g), cmdKey(g), cmdDemo(g), cmdPlan(g), cmdApply(g), cmdAudit(g), cmdCatalog(g),
+		cmdServer(g), cmdJobs(g), cmdPoints(g), cmdToken(g))
 	return root
 }
 

@@ -28,6 +28,7 @@ const (
 	DefaultMaxAttempts    = 3
 	DefaultPoll           = time.Second
 	DefaultShutdownGrace  = 30 * time.Second
+	DefaultLockWait       = 2 * time.Minute
 )
 
 // DefaultLimits bound concurrent jobs when Runner.Limits is zero: one job
@@ -75,6 +76,10 @@ type Runner struct {
 	Backoff       func(attempt int) time.Duration
 	Poll          time.Duration // how often Run looks for work; default DefaultPoll
 	ShutdownGrace time.Duration // how long Run lets jobs finish after its context ends; default DefaultShutdownGrace
+	// LockWait is how long a job waits for a vault held exclusively (by a
+	// prune or a lifecycle pass) before the attempt fails and is retried
+	// with backoff; default DefaultLockWait.
+	LockWait time.Duration
 	// OnChange, when set, is called after every job state change the runner
 	// makes (notifications hook).
 	OnChange func(catalog.Job)
@@ -125,6 +130,9 @@ func (r *Runner) fill() {
 		}
 		if r.ShutdownGrace <= 0 {
 			r.ShutdownGrace = DefaultShutdownGrace
+		}
+		if r.LockWait <= 0 {
+			r.LockWait = DefaultLockWait
 		}
 	})
 }
@@ -432,6 +440,16 @@ func (r *Runner) openLocked(ctx context.Context, v catalog.Vault, op string) (*r
 		return nil, nil, err
 	}
 	lock, err := rp.Lock(ctx, false, op)
+	for wait := time.Duration(0); errors.Is(err, repo.ErrLocked) && wait < r.LockWait; wait += 250 * time.Millisecond {
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		lock, err = rp.Lock(ctx, false, op)
+	}
 	if err != nil {
 		rp.Close()
 		return nil, nil, err

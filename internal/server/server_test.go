@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/coffre/coffre/internal/catalog/sqlite"
 	"github.com/coffre/coffre/internal/clock"
 	"github.com/coffre/coffre/internal/jobs"
+	"github.com/coffre/coffre/internal/lifecycle"
 	"github.com/coffre/coffre/internal/policy/apply"
 	"github.com/coffre/coffre/internal/policy/config"
 	"github.com/coffre/coffre/internal/testutil"
@@ -37,6 +39,7 @@ resource "filesystem" "documents" {
 `
 
 type testServer struct {
+	passes atomic.Int64 // lifecycle passes finished
 	t      *testing.T
 	cat    catalog.Catalog
 	clk    *clock.Fake
@@ -44,7 +47,7 @@ type testServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T, start time.Time, lifecycle func(clk *clock.Fake, cat catalog.Catalog, v jobs.Vaults) func(context.Context) error) *testServer {
+func startServer(t *testing.T, start time.Time, withLifecycle bool) *testServer {
 	t.Helper()
 	clk := clock.NewFake(start)
 	cat, err := sqlite.Open(t.TempDir(), clk)
@@ -74,8 +77,20 @@ func startServer(t *testing.T, start time.Time, lifecycle func(clk *clock.Fake, 
 	sctx, cancel := context.WithCancel(ctx)
 	s := &testServer{t: t, cat: cat, clk: clk, cancel: cancel, done: make(chan error, 1)}
 	c := Config{Cat: cat, Runner: runner, Clock: clk, Tick: 20 * time.Millisecond, LifecycleEvery: 20 * time.Millisecond}
-	if lifecycle != nil {
-		c.Lifecycle = lifecycle(clk, cat, vaults)
+	if withLifecycle {
+		// The worker's monotonic clock follows the fake one: the test's
+		// jumps are the server's real time passing, not clock faults.
+		w := &lifecycle.Worker{Cat: cat, Vaults: vaults, Clock: clk, Elapsed: func() time.Duration { return clk.Now().Sub(start) }}
+		c.Lifecycle = func(ctx context.Context) error {
+			res, err := w.RunOnce(ctx)
+			for _, e := range res.Errors {
+				if ctx.Err() == nil { // errors of a pass cut by shutdown are expected
+					t.Errorf("lifecycle: %v", e)
+				}
+			}
+			s.passes.Add(1)
+			return err
+		}
 	}
 	go func() { s.done <- Run(sctx, c) }()
 	t.Cleanup(func() {
@@ -132,7 +147,7 @@ func (s *testServer) points() []catalog.RecoveryPoint {
 // run inside its start window; the missed night's job is EXPIRED.
 func TestServerRunsTheDevelopmentPlanOnAFastForwardedClock(t *testing.T) {
 	day0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	s := startServer(t, day0, nil)
+	s := startServer(t, day0, true)
 	var wantCompleted []time.Time
 	for d := 0; d < 9; d++ {
 		fire := time.Date(2026, 3, 1+d, 22, 0, 0, 0, time.UTC)
@@ -145,12 +160,20 @@ func TestServerRunsTheDevelopmentPlanOnAFastForwardedClock(t *testing.T) {
 			s.waitFor("the missed fire's job", func() bool { return len(s.jobs()) == d+1 })
 			continue
 		}
+		// Just before the nightly fire, a week after an earlier night's
+		// backup at 22:10: that point is 7 days minus 11 minutes old and
+		// must still be there after lifecycle passes.
+		s.settle()
+		s.checkPoints(wantCompleted)
 		s.clk.Set(fire.Add(10 * time.Minute))
 		wantCompleted = append(wantCompleted, fire)
 		s.waitFor(fmt.Sprintf("night %d's backup", d), func() bool {
 			js := s.jobs()
 			return len(js) == d+1 && js[d].State == catalog.StateCompleted
 		})
+		// Now the point of night d-7 is exactly 7 days old: it goes.
+		s.settle()
+		s.checkPoints(wantCompleted)
 	}
 	js := s.jobs()
 	if len(js) != 9 {
@@ -169,7 +192,7 @@ func TestServerRunsTheDevelopmentPlanOnAFastForwardedClock(t *testing.T) {
 		case catalog.StateCompleted:
 			completed = append(completed, fire)
 			if !j.StartedAt.Equal(fire.Add(10*time.Minute)) || j.RecoveryPoint == "" {
-				t.Fatalf("job %d started %s (want fire+10m), point %q", i, j.StartedAt, j.RecoveryPoint)
+				t.Fatalf("job %d started %s (want fire+10m), point %q: %+v", i, j.StartedAt, j.RecoveryPoint, j)
 			}
 		case catalog.StateExpired:
 			if i != 4 || !fire.Equal(time.Date(2026, 3, 5, 22, 0, 0, 0, time.UTC)) {
@@ -183,7 +206,41 @@ func TestServerRunsTheDevelopmentPlanOnAFastForwardedClock(t *testing.T) {
 	if fmt.Sprint(completed) != fmt.Sprint(wantCompleted) {
 		t.Fatalf("completed fires %v, want %v", completed, wantCompleted)
 	}
-	if n := len(s.points()); n != 8 {
-		t.Fatalf("%d recovery points, want 8", n)
+	// Nights 0 and 1 have expired (7-day retention); 2, 3, 5, 6, 7, 8 remain.
+	if n := len(s.points()); n != 6 {
+		t.Fatalf("%d recovery points, want 6", n)
+	}
+}
+
+// settle waits for two more lifecycle passes, so that one ran entirely at
+// the current fake time.
+func (s *testServer) settle() {
+	s.t.Helper()
+	n := s.passes.Load()
+	s.waitFor("two lifecycle passes", func() bool { return s.passes.Load() >= n+2 })
+}
+
+// checkPoints asserts that exactly the backups of the given fires younger
+// than 7 days are in the catalog (each made at fire+10m), and that the vault
+// holds the same points.
+func (s *testServer) checkPoints(fires []time.Time) {
+	s.t.Helper()
+	now := s.clk.Now()
+	var want []time.Time
+	for _, f := range fires {
+		if made := f.Add(10 * time.Minute); made.Add(7 * 24 * time.Hour).After(now) {
+			want = append(want, made)
+		}
+	}
+	var got []time.Time
+	for _, p := range s.points() {
+		got = append(got, p.CreatedAt)
+		if !p.DeleteAt.Equal(p.CreatedAt.Add(7 * 24 * time.Hour)) {
+			s.t.Fatalf("point %s deletes at %s, want created+7d", p.ID[:8], p.DeleteAt)
+		}
+	}
+	sort.Slice(got, func(a, b int) bool { return got[a].Before(got[b]) })
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		s.t.Fatalf("at %s points made at %v, want %v", now, got, want)
 	}
 }

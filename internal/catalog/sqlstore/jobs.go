@@ -172,16 +172,12 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from, to catalog.J
 
 // ClaimJob implements catalog.Catalog.
 func (s *Store) ClaimJob(ctx context.Context, owner string, lim catalog.ClaimLimits) (catalog.Job, error) {
-	now := s.clock.Now().UnixNano()
 	cond := []string{`c.state = 'PENDING'`, `(c.start_by IS NULL OR c.start_by >= ?)`, `(c.not_before IS NULL OR c.not_before <= ?)`}
-	args := []any{owner, now, now, now, now}
 	if lim.PerVault > 0 {
 		cond = append(cond, `(SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND r.vault = c.vault) < ?`)
-		args = append(args, lim.PerVault)
 	}
 	if lim.PerResource > 0 {
 		cond = append(cond, `(c.resource = '' OR (SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND r.resource = c.resource) < ?)`)
-		args = append(args, lim.PerResource)
 	}
 	query := `UPDATE jobs
 		SET state = 'RUNNING', owner = ?, started_at = ?, heartbeat_at = ?, attempt = attempt + 1
@@ -197,6 +193,17 @@ func (s *Store) ClaimJob(ctx context.Context, owner string, lim catalog.ClaimLim
 			if _, err := tx.ExecContext(ctx, s.d.ClaimSerialize); err != nil {
 				return err
 			}
+		}
+		// Read the clock once the transaction holds its locks, so that a
+		// job inserted while this claim waited is never started "before"
+		// it was created.
+		now := s.clock.Now().UnixNano()
+		args := []any{owner, now, now, now, now}
+		if lim.PerVault > 0 {
+			args = append(args, lim.PerVault)
+		}
+		if lim.PerResource > 0 {
+			args = append(args, lim.PerResource)
 		}
 		var err error
 		j, err = scanJob(tx.QueryRowContext(ctx, s.q(query), args...))
