@@ -269,6 +269,13 @@ func (a *Archiver) setFatal(err error) {
 	a.errMu.Unlock()
 }
 
+// fatalErr returns the error that stopped the workers, if any.
+func (a *Archiver) fatalErr() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.fatal
+}
+
 func (a *Archiver) fileError(p string, err error) {
 	a.prog.Errors.Add(1)
 	a.errMu.Lock()

@@ -184,3 +184,75 @@ func TestBackupStreamBackendErrorAborts(t *testing.T) {
 		t.Errorf("failed stream backup wrote %d recovery points", n)
 	}
 }
+
+func TestBackupStreamsParallelTreeRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	r, be := repo.TestRepository(t)
+	files := map[string][]byte{
+		"meta.json":                []byte(`{"tables":3}`),
+		"schema/pre-data.sql":      []byte("CREATE TABLE a();\n"),
+		"data/public.a.copy":       dumpData(3 << 20),
+		"data/public.b.copy":       dumpData(1 << 20)[:12345],
+		"data/deep/x/public.c.cpy": nil, // an empty stream
+	}
+	src := snapshot.Source{Type: "postgres", Resource: "db"}
+	m, err := archiver.New(r, archiver.Options{}).BackupStreams(ctx, src, func(ctx context.Context, s *archiver.Streams) error {
+		errs := make(chan error, len(files))
+		for p, b := range files {
+			go func() { errs <- s.Add(p, onlyReader{bytes.NewReader(b)}) }()
+		}
+		var first error
+		for range files {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		if err := s.AddBytes("meta.json", nil); err == nil {
+			return errors.New("a path added twice was accepted")
+		}
+		for _, bad := range []string{"", "/abs", "../up", "a/../b", "./x"} {
+			if err := s.AddBytes(bad, nil); err == nil {
+				return fmt.Errorf("path %q accepted", bad)
+			}
+		}
+		return first
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Source.Type != "postgres" || m.Stats.Files != int64(len(files)) || m.Status != snapshot.StatusCompleted {
+		t.Fatalf("manifest: %+v", m)
+	}
+	r2 := repo.TestOpen(t, be, repo.Options{})
+	for p, want := range files {
+		n, err := stream.Lookup(ctx, r2, m.Tree, p)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", p, err)
+		}
+		got, err := io.ReadAll(stream.NewReader(ctx, r2, n))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: %d bytes back (%v), want %d", p, len(got), err, len(want))
+		}
+	}
+	if _, err := stream.Lookup(ctx, r2, m.Tree, "data/missing"); err == nil {
+		t.Fatal("lookup of a missing path succeeded")
+	}
+}
+
+func TestBackupStreamsFillErrorCommitsNothing(t *testing.T) {
+	ctx := context.Background()
+	r, _ := repo.TestRepository(t)
+	boom := errors.New("connection killed mid-stream")
+	_, err := archiver.New(r, archiver.Options{}).BackupStreams(ctx, snapshot.Source{Type: "redis"}, func(ctx context.Context, s *archiver.Streams) error {
+		if err := s.AddBytes("db0/keys", dumpData(1<<20)); err != nil {
+			return err
+		}
+		return s.Add("db1/keys", &failingReader{rd: bytes.NewReader(dumpData(1 << 20)), err: boom})
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the reader's error", err)
+	}
+	if n := snapshots(t, r); n != 0 {
+		t.Fatalf("%d recovery points after a failed multi-stream backup", n)
+	}
+}

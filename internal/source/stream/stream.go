@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/coffre/coffre/internal/hint"
 	"github.com/coffre/coffre/internal/repo/crypto"
@@ -79,4 +81,68 @@ func WriteTo(ctx context.Context, r BlobLoader, n *tree.Node, w io.Writer) (int6
 		return total, fmt.Errorf("%s: wrote %d bytes, recovery point says %d (damaged recovery point; run `coffre check`)", n.Name, total, n.Size)
 	}
 	return total, nil
+}
+
+// Lookup finds the node at the slash-separated path below tree root.
+func Lookup(ctx context.Context, r tree.BlobLoader, root crypto.ID, p string) (*tree.Node, error) {
+	id := root
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	for i, name := range parts {
+		t, err := tree.Load(ctx, r, id)
+		if err != nil {
+			return nil, err
+		}
+		n := t.Find(name)
+		if n == nil {
+			return nil, fmt.Errorf("%s: %w", strings.Join(parts[:i+1], "/"), os.ErrNotExist)
+		}
+		if i == len(parts)-1 {
+			return n, nil
+		}
+		if n.Type != tree.TypeDir || n.Subtree == nil {
+			return nil, fmt.Errorf("%s is a %s, not a directory", strings.Join(parts[:i+1], "/"), n.Type)
+		}
+		id = *n.Subtree
+	}
+	return nil, fmt.Errorf("%q: %w", p, os.ErrNotExist)
+}
+
+// NewReader returns a reader of file node n's content, loading and verifying
+// one chunk at a time; it fails at the end if the size does not match.
+func NewReader(ctx context.Context, r BlobLoader, n *tree.Node) io.Reader {
+	return &nodeReader{ctx: ctx, r: r, n: n}
+}
+
+type nodeReader struct {
+	ctx  context.Context
+	r    BlobLoader
+	n    *tree.Node
+	i    int
+	buf  []byte
+	rest []byte
+	read uint64
+}
+
+func (nr *nodeReader) Read(p []byte) (int, error) {
+	for len(nr.rest) == 0 {
+		if nr.n.Type != tree.TypeFile {
+			return 0, fmt.Errorf("%s is a %s, not a file", nr.n.Name, nr.n.Type)
+		}
+		if nr.i == len(nr.n.Content) {
+			if nr.read != nr.n.Size {
+				return 0, fmt.Errorf("%s: read %d bytes, recovery point says %d (damaged recovery point; run `coffre check`)", nr.n.Name, nr.read, nr.n.Size)
+			}
+			return 0, io.EOF
+		}
+		var err error
+		if nr.buf, err = nr.r.LoadBlob(nr.ctx, pack.DataBlob, nr.n.Content[nr.i], nr.buf); err != nil {
+			return 0, fmt.Errorf("read %s chunk %d: %w", nr.n.Name, nr.i, err)
+		}
+		nr.i++
+		nr.rest = nr.buf
+	}
+	k := copy(p, nr.rest)
+	nr.rest = nr.rest[k:]
+	nr.read += uint64(k)
+	return k, nil
 }
