@@ -1,0 +1,148 @@
+// Package source defines the Adapter interface that database and service sources (PostgreSQL, Redis…) implement to back up through their own protocols, restore into a new target and validate the result; sourcetest is its conformance suite.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/repo"
+	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/repo/snapshot"
+)
+
+// Conn is how an adapter reaches a resource: its connection settings and a
+// way to read the secrets they reference.
+type Conn struct {
+	// Resource is the protected resource's id, recorded in manifests.
+	Resource string
+	// Settings are the connection settings (host, port, user, database,
+	// db…). A secret setting holds a reference ("env:NAME" or
+	// "file:PATH"), never the secret; read it with Secret.
+	Settings map[string]string
+}
+
+// Secret returns the secret setting key (e.g. "password"), read from the
+// environment variable or file its reference names; "" when the setting is
+// absent. A plain value is refused: secrets are only taken by reference.
+func (c Conn) Secret(key string) (string, error) {
+	ref, ok := c.Settings[key]
+	if !ok || ref == "" {
+		return "", nil
+	}
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimPrefix(ref, "env:")
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return "", hint.With(fmt.Errorf("resource %s: %s: environment variable %s is not set", c.Resource, key, name),
+				"export "+name+" in the environment of the coffre server (or CLI) that runs the job")
+		}
+		return v, nil
+	case strings.HasPrefix(ref, "file:"):
+		p := strings.TrimPrefix(ref, "file:")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("resource %s: %s: %w", c.Resource, key, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", fmt.Errorf("resource %s: setting %s must be a reference (env:NAME or file:PATH)", c.Resource, key)
+}
+
+// With returns a copy of c whose settings are overridden by over.
+func (c Conn) With(over map[string]string) Conn {
+	s := make(map[string]string, len(c.Settings)+len(over))
+	for k, v := range c.Settings {
+		s[k] = v
+	}
+	for k, v := range over {
+		s[k] = v
+	}
+	return Conn{Resource: c.Resource, Settings: s}
+}
+
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	// Overwrite allows a target that already holds data. Without it a
+	// restore into anything but a new, empty target fails with
+	// ErrTargetNotEmpty before writing.
+	Overwrite bool
+	// Parallel is how many streams are restored at once (0: adapter default).
+	Parallel int
+	// ToTime, for adapters with point-in-time recovery, is the instant to
+	// recover to (zero: the end of the recovery point).
+	ToTime string
+}
+
+// RestoreResult summarises a restore.
+type RestoreResult struct {
+	Summary string // one line for the job's message
+	Items   int64  // tables, keys… restored
+	Bytes   int64  // bytes of data restored
+}
+
+// Check is a user-supplied validation query and its expected answer (for
+// PostgreSQL: SQL whose single value is compared as text).
+type Check struct {
+	Name   string
+	Query  string
+	Expect string
+}
+
+// CheckResult is one validation check's outcome.
+type CheckResult struct {
+	Name string
+	Got  string
+	Want string
+	OK   bool
+}
+
+// Validation is the outcome of Validate.
+type Validation struct {
+	OK      bool
+	Checks  []CheckResult
+	Summary string
+}
+
+// Failed returns the checks that did not pass.
+func (v *Validation) Failed() []CheckResult {
+	var out []CheckResult
+	for _, c := range v.Checks {
+		if !c.OK {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ErrTargetNotEmpty is returned (wrapped) by Restore when the target holds
+// data and Overwrite is off.
+var ErrTargetNotEmpty = errors.New("restore target is not empty")
+
+// Adapter backs up one type of resource through its own protocol.
+//
+// Contract, checked by sourcetest.Run for every implementation:
+//   - Backup stores exactly one recovery point of the resource through
+//     arch.BackupStreams (so that a failure commits nothing) and records in
+//     it what Validate needs (row or key counts, samples). Any error (wrong
+//     credentials, the resource vanishing, a connection killed mid-stream)
+//     is returned and nothing is committed; never a COMPLETED point that
+//     cannot be restored.
+//   - Restore writes recovery point m into the target to, which must be new
+//     or empty unless opts.Overwrite (ErrTargetNotEmpty otherwise, before
+//     anything is written). Every byte read is verified by the repository.
+//   - Validate compares the target with what m recorded at backup time and
+//     runs checks; it reports mismatches in the Validation (OK false), and
+//     returns an error only when it cannot validate at all.
+//   - Secrets are read with Conn.Secret when needed and never logged,
+//     stored in manifests or put in error messages.
+type Adapter interface {
+	Type() string
+	Backup(ctx context.Context, arch *archiver.Archiver, c Conn) (*snapshot.Manifest, error)
+	Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, to Conn, opts RestoreOptions) (*RestoreResult, error)
+	Validate(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, target Conn, checks []Check) (*Validation, error)
+}
