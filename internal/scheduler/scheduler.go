@@ -249,18 +249,22 @@ func (s *Scheduler) schedule(ctx context.Context, res *Result, now time.Time, pl
 		return fmt.Errorf("scheduler: create job %s (plan %q rule %q resource %s at %s): %w", j.ID, plan, r.Name, resource, fire.UTC().Format(time.RFC3339), err)
 	default:
 		res.Created++
+		if err := s.audit(ctx, created, "created for the fire at "+fire.UTC().Format(time.RFC3339)); err != nil {
+			return err
+		}
 	}
 	to, u := catalog.StatePending, catalog.JobUpdate{}
 	if now.After(created.StartBy) {
 		msg := ExpiredMessage
 		to, u = catalog.StateExpired, catalog.JobUpdate{Message: &msg}
 	}
-	_, err = s.cat.TransitionJob(ctx, created.ID, catalog.StateCreated, to, u)
+	moved, err := s.cat.TransitionJob(ctx, created.ID, catalog.StateCreated, to, u)
 	switch {
 	case err == nil:
 		if to == catalog.StateExpired {
 			res.Expired++
 		}
+		return s.audit(ctx, moved, "")
 	case errors.Is(err, catalog.ErrConflict):
 		// Another server moved it first.
 	default:
@@ -289,14 +293,40 @@ func (s *Scheduler) ExpireStale(ctx context.Context) (int, error) {
 			continue
 		}
 		msg := ExpiredMessage
-		_, err := s.cat.TransitionJob(ctx, j.ID, j.State, catalog.StateExpired, catalog.JobUpdate{Message: &msg})
+		moved, err := s.cat.TransitionJob(ctx, j.ID, j.State, catalog.StateExpired, catalog.JobUpdate{Message: &msg})
 		switch {
 		case err == nil:
 			n++
+			if err := s.audit(ctx, moved, "from "+string(j.State)); err != nil {
+				errs = append(errs, err)
+			}
 		case errors.Is(err, catalog.ErrConflict):
 		default:
 			errs = append(errs, fmt.Errorf("scheduler: expire job %s: %w", j.ID, err))
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// AuditActor is the actor of the audit events the scheduler appends.
+const AuditActor = "scheduler"
+
+// audit appends the job state change to the audit chain.
+func (s *Scheduler) audit(ctx context.Context, j catalog.Job, detail string) error {
+	d := fmt.Sprintf("%s plan %s rule %s resource %s", j.Kind, j.Plan, j.Rule, j.Resource)
+	if detail != "" {
+		d += ": " + detail
+	}
+	if j.Message != "" {
+		d += ": " + j.Message
+	}
+	outcome := "ok"
+	if j.State == catalog.StateExpired {
+		outcome = "error"
+	}
+	_, err := s.cat.AppendAudit(ctx, catalog.AuditEvent{Actor: AuditActor, Action: "job." + string(j.State), Object: "job/" + j.ID, Outcome: outcome, Detail: d})
+	if err != nil {
+		return fmt.Errorf("scheduler: audit job %s %s: %w", j.ID, j.State, err)
+	}
+	return nil
 }

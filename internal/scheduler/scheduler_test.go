@@ -423,3 +423,35 @@ func TestJobLeftCreatedIsPromoted(t *testing.T) {
 		}
 	}
 }
+
+func TestJobStateChangesAreAudited(t *testing.T) {
+	cat, clk := dailySetup(t, day0.Add(12*time.Hour))
+	s := New(cat, clk, Options{})
+	tick(t, s)
+	clk.Set(day0.Add(24*time.Hour + 22*time.Hour + 30*time.Minute)) // day 2, 22:30: day 1's fire missed
+	tick(t, s)
+	evs, err := cat.ListAudit(context.Background(), catalog.AuditFilter{})
+	must(t, err)
+	count := map[string]int{}
+	for _, e := range evs {
+		if e.Actor != AuditActor || !strings.HasPrefix(e.Object, "job/") {
+			t.Fatalf("unexpected audit event %+v", e)
+		}
+		count[e.Action]++
+	}
+	// Two resources × two fires created; day 1's expired, day 2's pending.
+	if count["job.CREATED"] != 4 || count["job.EXPIRED"] != 2 || count["job.PENDING"] != 2 {
+		t.Fatalf("audit actions %v", count)
+	}
+	// A pending job left past its start window is expired by a later tick, audited too.
+	clk.Set(day0.Add(2*24*time.Hour + 12*time.Hour))
+	tick(t, s)
+	evs, err = cat.ListAudit(context.Background(), catalog.AuditFilter{AfterSeq: evs[len(evs)-1].Seq})
+	must(t, err)
+	if len(evs) != 2 || evs[0].Action != "job.EXPIRED" || !strings.Contains(evs[0].Detail, "from PENDING") {
+		t.Fatalf("audit of stale expiry: %+v", evs)
+	}
+	if broken, err := cat.VerifyAudit(context.Background()); broken != 0 || err != nil {
+		t.Fatalf("VerifyAudit = %d, %v", broken, err)
+	}
+}
