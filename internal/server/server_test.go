@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coffre/coffre/internal/catalog"
+	"github.com/coffre/coffre/internal/catalog/postgres"
 	"github.com/coffre/coffre/internal/catalog/sqlite"
 	"github.com/coffre/coffre/internal/clock"
 	"github.com/coffre/coffre/internal/jobs"
@@ -242,5 +243,111 @@ func (s *testServer) checkPoints(fires []time.Time) {
 	sort.Slice(got, func(a, b int) bool { return got[a].Before(got[b]) })
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		s.t.Fatalf("at %s points made at %v, want %v", now, got, want)
+	}
+}
+
+// TestTwoServersShareAPostgreSQLCatalog runs two servers (two schedulers,
+// two job runners) on one PostgreSQL catalog through three nights: every
+// fire still makes exactly one job, run once, and the audit chain both
+// append to stays intact.
+func TestTwoServersShareAPostgreSQLCatalog(t *testing.T) {
+	dsn := postgres.TestSchemaDSN(t)
+	day0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(day0)
+	ctx := context.Background()
+	open := func() catalog.Catalog {
+		c, err := postgres.Open(ctx, dsn, clk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	cat1, cat2 := open(), open()
+	src := t.TempDir()
+	testutil.WriteFiles(t, src, map[string][]byte{"a": testutil.RandomBytes(9, 50_000)})
+	cfg, diags := config.Parse([]byte(fmt.Sprintf(devHCL, filepath.Join(t.TempDir(), "vault"), src)), "dev.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	res, diags := cfg.Expand()
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	p, err := apply.Diff(ctx, cat1, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apply.Apply(ctx, cat1, p); err != nil {
+		t.Fatal(err)
+	}
+	keys := &jobs.Keyring{Dir: t.TempDir()}
+	v, err := cat1.GetVault(ctx, "accessweaver-dev-backup-vault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Create the vault once (two processes creating one local vault at the
+	// same instant is not supported).
+	r, err := (&jobs.Opener{Keys: keys, Clock: clk}).Open(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	sctx, cancel := context.WithCancel(ctx)
+	var done []chan error
+	for i, cat := range []catalog.Catalog{cat1, cat2} {
+		runner := &jobs.Runner{Vaults: &jobs.Opener{Keys: keys, Clock: clk}, Owner: fmt.Sprint("server", i+1),
+			Poll: 10 * time.Millisecond, HeartbeatEvery: 50 * time.Millisecond}
+		ch := make(chan error, 1)
+		done = append(done, ch)
+		go func() { ch <- Run(sctx, Config{Cat: cat, Runner: runner, Clock: clk, Tick: 15 * time.Millisecond}) }()
+	}
+	defer func() {
+		cancel()
+		for _, ch := range done {
+			if err := <-ch; err != nil {
+				t.Errorf("server: %v", err)
+			}
+		}
+	}()
+	s := &testServer{t: t, cat: cat1, clk: clk}
+	for d := 0; d < 3; d++ {
+		fire := time.Date(2026, 3, 1+d, 22, 0, 0, 0, time.UTC)
+		clk.Set(fire.Add(10 * time.Minute))
+		s.waitFor(fmt.Sprintf("night %d", d), func() bool {
+			js := s.jobs()
+			return len(js) == d+1 && js[d].State == catalog.StateCompleted
+		})
+	}
+	// Let both schedulers tick again at the last time: still no duplicate.
+	time.Sleep(50 * time.Millisecond)
+	js := s.jobs()
+	if len(js) != 3 {
+		t.Fatalf("%d jobs for 3 nights on two servers", len(js))
+	}
+	for _, j := range js {
+		if j.State != catalog.StateCompleted || j.Attempt != 1 {
+			t.Fatalf("job %+v", j)
+		}
+	}
+	if n := len(s.points()); n != 3 {
+		t.Fatalf("%d recovery points, want 3", n)
+	}
+	evs, err := cat2.ListAudit(ctx, catalog.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, e := range evs {
+		if e.Action == "job.CREATED" {
+			created++
+		}
+	}
+	if created != 3 {
+		t.Fatalf("%d job.CREATED audit events, want 3 (one per fire, whichever server won)", created)
+	}
+	if broken, err := cat2.VerifyAudit(ctx); broken != 0 || err != nil {
+		t.Fatalf("VerifyAudit = %d, %v", broken, err)
 	}
 }
