@@ -106,49 +106,27 @@ func (l *localCP) run(ctx context.Context, j catalog.Job) (api.Job, error) {
 }
 
 func (l *localCP) StartBackup(ctx context.Context, req api.BackupRequest, _ bool) (api.Job, error) {
-	if _, err := l.cat.GetResource(ctx, req.Resource); err != nil {
-		return api.Job{}, hint.With(err, "list resources declared in HCL with `coffre plan`; apply them with `coffre apply`")
-	}
-	if _, err := l.cat.GetVault(ctx, req.Vault); err != nil {
-		return api.Job{}, hint.With(err, "declare the vault in HCL and run `coffre apply`")
-	}
-	j, err := l.cat.CreateJob(ctx, catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: req.Resource, Vault: req.Vault})
+	j, err := api.NewBackupJob(ctx, l.cat, time.Now(), req)
 	if err != nil {
-		return api.Job{}, err
+		return api.Job{}, localErr(err)
 	}
 	return l.run(ctx, j)
 }
 
 func (l *localCP) StartRestore(ctx context.Context, req api.RestoreRequest, _ bool) (api.Job, error) {
-	if !filepath.IsAbs(req.Target) {
-		return api.Job{}, fmt.Errorf("restore target %q is not an absolute path", req.Target)
-	}
-	pts, err := l.cat.ListRecoveryPoints(ctx, catalog.RecoveryPointFilter{Vault: req.Vault})
+	j, err := api.NewRestoreJob(ctx, l.cat, time.Now(), req)
 	if err != nil {
-		return api.Job{}, err
-	}
-	var match []catalog.RecoveryPoint
-	for _, p := range pts {
-		if len(req.RecoveryPoint) >= 8 && strings.HasPrefix(p.ID, req.RecoveryPoint) {
-			match = append(match, p)
-		}
-	}
-	switch {
-	case len(match) == 0:
-		return api.Job{}, hint.With(fmt.Errorf("vault %s has no recovery point %q in the catalog", req.Vault, req.RecoveryPoint),
-			"list them with `coffre points list --vault "+req.Vault+"` (give at least 8 characters)")
-	case len(match) > 1:
-		return api.Job{}, fmt.Errorf("recovery point prefix %q is ambiguous in vault %s (%d points)", req.RecoveryPoint, req.Vault, len(match))
-	}
-	params := map[string]string{"recovery_point": match[0].ID, "target": req.Target}
-	if req.Path != "" {
-		params["path"] = req.Path
-	}
-	j, err := l.cat.CreateJob(ctx, catalog.Job{Kind: catalog.KindRestore, State: catalog.StatePending, Resource: match[0].Resource, Vault: req.Vault, Params: params})
-	if err != nil {
-		return api.Job{}, err
+		return api.Job{}, localErr(err)
 	}
 	return l.run(ctx, j)
+}
+
+// localErr turns the API's request errors into CLI errors with their hint.
+func localErr(err error) error {
+	if e, ok := api.AsError(err); ok {
+		return hint.With(errors.New(e.Message), e.Hint)
+	}
+	return err
 }
 
 func (l *localCP) ListJobs(ctx context.Context, q api.JobQuery) ([]api.Job, error) {
@@ -263,16 +241,26 @@ func cmdRestoreStart(g *globals) *cobra.Command {
 	f := &clientFlags{}
 	var req api.RestoreRequest
 	var noWait bool
+	var targetSettings []string
 	c := &cobra.Command{
 		Use:   "start --vault NAME --recovery-point ID --target DIR",
 		Short: "Start a restore job of a recovery point in the catalog (through the server, or in this process without one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if req.Vault == "" || req.RecoveryPoint == "" || req.Target == "" {
-				return withCode(exitUsage, errors.New("--vault, --recovery-point and --target are required"))
+			if req.Vault == "" || req.RecoveryPoint == "" || (req.Target == "" && len(targetSettings) == 0) {
+				return withCode(exitUsage, errors.New("--vault, --recovery-point and --target (or --target-setting for a database) are required"))
 			}
-			if abs, err := filepath.Abs(req.Target); err == nil {
-				req.Target = abs
+			if req.Target != "" {
+				if abs, err := filepath.Abs(req.Target); err == nil {
+					req.Target = abs
+				}
+			}
+			if len(targetSettings) > 0 {
+				ts, err := parseTags(targetSettings)
+				if err != nil {
+					return withCode(exitUsage, fmt.Errorf("--target-setting: %w", err))
+				}
+				req.TargetSettings = ts
 			}
 			cp, err := f.open(cmd.Context(), g)
 			if err != nil {
@@ -294,6 +282,7 @@ func cmdRestoreStart(g *globals) *cobra.Command {
 	c.Flags().StringVar(&req.RecoveryPoint, "recovery-point", "", "recovery point id (at least 8 characters)")
 	c.Flags().StringVar(&req.Target, "target", "", "directory to restore into, new or empty (on the server's machine)")
 	c.Flags().StringVar(&req.Path, "path", "", "restore only this path of the recovery point")
+	c.Flags().StringArrayVar(&targetSettings, "target-setting", nil, "key=value overriding the resource's connection settings for a database target, e.g. database=app_restored (repeatable)")
 	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the server has queued the job")
 	return c
 }

@@ -114,9 +114,9 @@ func TestJobCommandsWithoutServerRunInProcess(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"backup", "start", "--resource", "nope", "--vault", demoVault}, `get resource "nope"`},
-		{[]string{"backup", "start", "--resource", demoResource, "--vault", "nope"}, `get vault "nope"`},
-		{[]string{"restore", "start", "--vault", demoVault, "--recovery-point", "deadbeefdead", "--target", target + "2"}, "no recovery point"},
+		{[]string{"backup", "start", "--resource", "nope", "--vault", demoVault}, `resource "nope" not found`},
+		{[]string{"backup", "start", "--resource", demoResource, "--vault", "nope"}, `vault "nope" not found`},
+		{[]string{"restore", "start", "--vault", demoVault, "--recovery-point", "deadbeefdead", "--target", target + "2"}, `recovery point "deadbeefdead" not found`},
 		{[]string{"backup", "start", "--resource", demoResource}, "--resource and --vault are required"},
 	} {
 		r := p.run(c.args...)

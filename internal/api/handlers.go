@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,25 +256,7 @@ func (s *Server) startBackup(c *call) (any, error) {
 		return nil, badRequest(`send {"resource": "<id>", "vault": "<name>"}`, "a backup needs a resource and a vault")
 	}
 	c.detail = "resource " + req.Resource + " vault " + req.Vault
-	start, completion, err := backupWindows(req)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.Cat.GetResource(c.ctx(), req.Resource); err != nil {
-		return nil, notFound(err, "resource", req.Resource, "list resources with GET /v1/resources")
-	}
-	if _, err := s.Cat.GetVault(c.ctx(), req.Vault); err != nil {
-		return nil, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
-	}
-	now := s.Clock.Now()
-	j := catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: req.Resource, Vault: req.Vault, CreatedAt: now}
-	if start > 0 {
-		j.StartBy = now.Add(start)
-	}
-	if completion > 0 {
-		j.CompleteBy = now.Add(completion)
-	}
-	j, err = s.Cat.CreateJob(c.ctx(), j)
+	j, err := NewBackupJob(c.ctx(), s.Cat, s.Clock.Now(), req)
 	if err != nil {
 		return nil, err
 	}
@@ -281,14 +264,14 @@ func (s *Server) startBackup(c *call) (any, error) {
 	return FromJob(j), nil
 }
 
-// findPoint resolves ref — a full recovery point id, or a prefix of at least
+// FindPoint resolves ref — a full recovery point id, or a prefix of at least
 // MinPrefixLen characters unique among the vault's points — in the catalog.
-func (s *Server) findPoint(c *call, vault, ref string) (catalog.RecoveryPoint, error) {
+func FindPoint(ctx context.Context, cat catalog.Catalog, vault, ref string) (catalog.RecoveryPoint, error) {
 	ref = strings.ToLower(strings.TrimSpace(ref))
 	if ref == "" {
 		return catalog.RecoveryPoint{}, badRequest("", "no recovery point id given")
 	}
-	rp, err := s.Cat.GetRecoveryPoint(c.ctx(), vault, ref)
+	rp, err := cat.GetRecoveryPoint(ctx, vault, ref)
 	if err == nil || !errors.Is(err, catalog.ErrNotFound) {
 		return rp, err
 	}
@@ -298,7 +281,7 @@ func (s *Server) findPoint(c *call, vault, ref string) (catalog.RecoveryPoint, e
 		missing.Hint = fmt.Sprintf("give the full id or a unique prefix of at least %d characters", MinPrefixLen)
 		return rp, missing
 	}
-	all, err := s.Cat.ListRecoveryPoints(c.ctx(), catalog.RecoveryPointFilter{Vault: vault})
+	all, err := cat.ListRecoveryPoints(ctx, catalog.RecoveryPointFilter{Vault: vault})
 	if err != nil {
 		return rp, err
 	}
@@ -331,40 +314,65 @@ func (s *Server) startRestore(c *call) (any, error) {
 	if err := decodeBody(c.r, &req); err != nil {
 		return nil, err
 	}
-	if req.Vault == "" || req.RecoveryPoint == "" || req.Target == "" {
-		return nil, badRequest(`send {"vault": "<name>", "recovery_point": "<id>", "target": "/absolute/dir"}`, "a restore needs a vault, a recovery_point and a target")
-	}
 	c.detail = "vault " + req.Vault + " point " + req.RecoveryPoint
-	if !filepath.IsAbs(req.Target) || strings.ContainsRune(req.Target, 0) {
-		return nil, badRequest("give an absolute path on the server", "target %q is not an absolute path", req.Target)
-	}
-	if strings.ContainsRune(req.Path, 0) {
-		return nil, badRequest("", "path contains a NUL byte")
-	}
-	if _, err := s.Cat.GetVault(c.ctx(), req.Vault); err != nil {
-		return nil, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
-	}
-	rp, err := s.findPoint(c, req.Vault, req.RecoveryPoint)
+	j, err := NewRestoreJob(c.ctx(), s.Cat, s.Clock.Now(), req)
 	if err != nil {
 		return nil, err
 	}
-	if rp.Status == "DELETING" || rp.Status == "EXPIRED" {
-		return nil, &Error{Status: http.StatusConflict, Message: fmt.Sprintf("recovery point %s in vault %q is %s and cannot be restored", rp.ID, rp.Vault, rp.Status)}
+	c.detail = "vault " + req.Vault + " point " + j.Params["recovery_point"]
+	c.object, c.status = j.ID, http.StatusAccepted
+	return FromJob(j), nil
+}
+
+// NewRestoreJob checks a restore request against the catalog and creates its
+// PENDING job: Params "recovery_point" (the full id), "target" and "path"
+// for a directory restore, "target.<setting>" for a database or service
+// target (a new database, another instance). Its errors are *Error values
+// carrying the HTTP status.
+func NewRestoreJob(ctx context.Context, cat catalog.Catalog, now time.Time, req RestoreRequest) (catalog.Job, error) {
+	if req.Vault == "" || req.RecoveryPoint == "" || (req.Target == "" && len(req.TargetSettings) == 0) {
+		return catalog.Job{}, badRequest(`send {"vault": "<name>", "recovery_point": "<id>", "target": "/absolute/dir"} or "target_settings": {"database": "new_db"}`,
+			"a restore needs a vault, a recovery_point and a target (a directory, or target_settings for a database)")
 	}
-	c.detail = "vault " + req.Vault + " point " + rp.ID
-	params := map[string]string{"recovery_point": rp.ID, "target": filepath.Clean(req.Target)}
+	if req.Target != "" && (!filepath.IsAbs(req.Target) || strings.ContainsRune(req.Target, 0)) {
+		return catalog.Job{}, badRequest("give an absolute path on the server", "target %q is not an absolute path", req.Target)
+	}
+	if strings.ContainsRune(req.Path, 0) {
+		return catalog.Job{}, badRequest("", "path contains a NUL byte")
+	}
+	for k, v := range req.TargetSettings {
+		if k == "" || strings.ContainsAny(k, "\x00=") {
+			return catalog.Job{}, badRequest("", "target setting name %q is not valid", k)
+		}
+		if catalog.IsSecretKey(k) && !strings.HasPrefix(v, "env:") && !strings.HasPrefix(v, "file:") {
+			return catalog.Job{}, badRequest(`write it as "env:NAME" or "file:PATH", read on the server`,
+				"target setting %q must be a reference to the secret, not the secret itself", k)
+		}
+	}
+	if _, err := cat.GetVault(ctx, req.Vault); err != nil {
+		return catalog.Job{}, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
+	}
+	rp, err := FindPoint(ctx, cat, req.Vault, req.RecoveryPoint)
+	if err != nil {
+		return catalog.Job{}, err
+	}
+	if rp.Status == "DELETING" || rp.Status == "EXPIRED" {
+		return catalog.Job{}, &Error{Status: http.StatusConflict, Message: fmt.Sprintf("recovery point %s in vault %q is %s and cannot be restored", rp.ID, rp.Vault, rp.Status)}
+	}
+	params := map[string]string{"recovery_point": rp.ID}
+	if req.Target != "" {
+		params["target"] = filepath.Clean(req.Target)
+	}
 	if req.Path != "" {
 		params["path"] = req.Path
 	}
-	j, err := s.Cat.CreateJob(c.ctx(), catalog.Job{
-		Kind: catalog.KindRestore, State: catalog.StatePending, Vault: rp.Vault, Resource: rp.Resource,
-		Params: params, CreatedAt: s.Clock.Now(),
-	})
-	if err != nil {
-		return nil, err
+	for k, v := range req.TargetSettings {
+		params["target."+k] = v
 	}
-	c.object, c.status = j.ID, http.StatusAccepted
-	return FromJob(j), nil
+	return cat.CreateJob(ctx, catalog.Job{
+		Kind: catalog.KindRestore, State: catalog.StatePending, Vault: rp.Vault, Resource: rp.Resource,
+		Params: params, CreatedAt: now,
+	})
 }
 
 // abortJob moves a CREATED, PENDING or RUNNING job to ABORTED. The
@@ -416,7 +424,7 @@ func (s *Server) listRecoveryPoints(c *call) (any, error) {
 }
 
 func (s *Server) getRecoveryPoint(c *call) (any, error) {
-	rp, err := s.findPoint(c, c.r.PathValue("vault"), c.r.PathValue("id"))
+	rp, err := FindPoint(c.ctx(), s.Cat, c.r.PathValue("vault"), c.r.PathValue("id"))
 	if err != nil {
 		return nil, err
 	}
@@ -449,4 +457,31 @@ func (s *Server) verifyAudit(c *call) (any, error) {
 		return nil, err
 	}
 	return AuditVerification{Intact: broken == 0, BrokenSeq: broken}, nil
+}
+
+// NewBackupJob checks an on-demand backup request against the catalog and
+// creates its PENDING job. Its errors are *Error values carrying the HTTP
+// status (the CLI without a server uses it too).
+func NewBackupJob(ctx context.Context, cat catalog.Catalog, now time.Time, req BackupRequest) (catalog.Job, error) {
+	if req.Resource == "" || req.Vault == "" {
+		return catalog.Job{}, badRequest(`send {"resource": "<id>", "vault": "<name>"}`, "a backup needs a resource and a vault")
+	}
+	start, completion, err := backupWindows(req)
+	if err != nil {
+		return catalog.Job{}, err
+	}
+	if _, err := cat.GetResource(ctx, req.Resource); err != nil {
+		return catalog.Job{}, notFound(err, "resource", req.Resource, "list resources with GET /v1/resources (coffre plan shows those in your HCL)")
+	}
+	if _, err := cat.GetVault(ctx, req.Vault); err != nil {
+		return catalog.Job{}, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
+	}
+	j := catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: req.Resource, Vault: req.Vault, CreatedAt: now}
+	if start > 0 {
+		j.StartBy = now.Add(start)
+	}
+	if completion > 0 {
+		j.CompleteBy = now.Add(completion)
+	}
+	return cat.CreateJob(ctx, j)
 }

@@ -184,8 +184,12 @@ type BackupRequest struct {
 type RestoreRequest struct {
 	Vault         string `json:"vault"`
 	RecoveryPoint string `json:"recovery_point"`
-	Target        string `json:"target"`
+	Target        string `json:"target,omitempty"`
 	Path          string `json:"path,omitempty"`
+	// TargetSettings override the resource's connection settings for a
+	// database or service restore (e.g. {"database": "app_restored"});
+	// secrets only as references.
+	TargetSettings map[string]string `json:"target_settings,omitempty"`
 }
 
 // tp converts a time to its JSON form: nil when zero, else UTC.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/coffre/coffre/internal/catalog"
@@ -12,6 +13,7 @@ import (
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/fs"
 )
 
@@ -97,4 +99,77 @@ func (Filesystem) Restore(ctx context.Context, r *repo.Repository, res catalog.R
 		msg += fmt.Sprintf("; %d warning(s), first: %s", len(st.Warnings), st.Warnings[0])
 	}
 	return msg, nil
+}
+
+// Adapted runs a source.Adapter (PostgreSQL, Redis…) as a job Source.
+//
+// Restore params: "target.<setting>" override the resource's connection
+// settings for the target (e.g. target.database = app_restored for a new
+// database, target.port for another instance); "overwrite" = "true" allows
+// a target that has data; "parallel" sets the restore's parallelism;
+// "to_time" asks for point-in-time recovery where the adapter has it;
+// "check.<name>" = "<query>" and "expect.<name>" = "<value>" are validation
+// checks. After the restore the target is validated against what the point
+// recorded (row or key counts, samples) and the checks; a failed validation
+// fails the job, naming what differed.
+type Adapted struct {
+	Adapter source.Adapter
+}
+
+func conn(res catalog.Resource) source.Conn {
+	return source.Conn{Resource: res.ID, Settings: res.Settings}
+}
+
+// Backup implements Source.
+func (a Adapted) Backup(ctx context.Context, r *repo.Repository, res catalog.Resource, opts archiver.Options) (*snapshot.Manifest, error) {
+	if res.Type != a.Adapter.Type() {
+		return nil, Permanent(fmt.Errorf("resource %s is of type %s, not %s", res.ID, res.Type, a.Adapter.Type()))
+	}
+	return a.Adapter.Backup(ctx, archiver.New(r, opts), conn(res))
+}
+
+// Restore implements Source.
+func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Resource, m *snapshot.Manifest, params map[string]string) (string, error) {
+	over := map[string]string{}
+	var checks []source.Check
+	for k, v := range params {
+		switch {
+		case strings.HasPrefix(k, "target."):
+			over[strings.TrimPrefix(k, "target.")] = v
+		case strings.HasPrefix(k, "check."):
+			name := strings.TrimPrefix(k, "check.")
+			checks = append(checks, source.Check{Name: name, Query: v, Expect: params["expect."+name]})
+		}
+	}
+	if len(over) == 0 {
+		return "", Permanent(fmt.Errorf("restore of %s: no target given: name the new target with target settings (e.g. target.database=NAME)", res.ID))
+	}
+	opts := source.RestoreOptions{Overwrite: params["overwrite"] == "true", ToTime: params["to_time"]}
+	if p := params["parallel"]; p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			return "", Permanent(fmt.Errorf("restore param parallel=%q is not a positive number", p))
+		}
+		opts.Parallel = n
+	}
+	target := conn(res).With(over)
+	out, err := a.Adapter.Restore(ctx, r, m, target, opts)
+	if err != nil {
+		if errors.Is(err, source.ErrTargetNotEmpty) {
+			return "", Permanent(err)
+		}
+		return "", err
+	}
+	v, err := a.Adapter.Validate(ctx, r, m, target, checks)
+	if err != nil {
+		return "", fmt.Errorf("%s; validation could not run: %w", out.Summary, err)
+	}
+	if !v.OK {
+		var bad []string
+		for _, c := range v.Failed() {
+			bad = append(bad, fmt.Sprintf("%s: got %q, want %q", c.Name, c.Got, c.Want))
+		}
+		return "", Permanent(fmt.Errorf("%s, but validation failed: %s", out.Summary, strings.Join(bad, "; ")))
+	}
+	return fmt.Sprintf("%s; validated (%d checks)", out.Summary, len(v.Checks)), nil
 }
