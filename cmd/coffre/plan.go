@@ -21,6 +21,7 @@ import (
 	"github.com/coffre/coffre/internal/catalog/postgres"
 	"github.com/coffre/coffre/internal/catalog/sqlite"
 	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/hint"
 	"github.com/coffre/coffre/internal/jobs"
 	"github.com/coffre/coffre/internal/policy/apply"
 	"github.com/coffre/coffre/internal/policy/config"
@@ -35,14 +36,16 @@ var (
 
 // policyFlags are the flags plan and apply share.
 type policyFlags struct {
-	files      []string
-	catalogDir string
-	catalogDSN string
-	keyringDir string
+	files       []string
+	catalogDir  string
+	catalogDSN  string
+	keyringDir  string
+	skipSecrets bool
 }
 
 func (f *policyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.files, "file", "f", nil, "HCL configuration file (repeatable; required)")
+	cmd.Flags().BoolVar(&f.skipSecrets, "skip-secret-check", false, "do not require every env()/file() secret to be readable here (when the server that runs the jobs has them and this machine does not)")
 	f.registerCatalog(cmd)
 }
 
@@ -201,6 +204,12 @@ func (f *policyFlags) prepare(ctx context.Context, g *globals) (*config.Resolved
 	r, diags := cfg.Expand()
 	if err := reportDiags(g.stderr, diags); err != nil {
 		return nil, nil, nil, err
+	}
+	if !f.skipSecrets {
+		if err := r.ResolveSecrets(os.LookupEnv); err != nil {
+			return nil, nil, nil, hint.With(fmt.Errorf("unreadable secret references; nothing changed:\n%w", err),
+				"set them in this environment, or pass --skip-secret-check if only the server running the jobs has them")
+		}
 	}
 	cat, err := f.openCatalog(ctx)
 	if err != nil {

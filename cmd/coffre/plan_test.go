@@ -133,3 +133,34 @@ func TestPlanNeedsFile(t *testing.T) {
 		t.Errorf("exit %d, stderr %s", code, errs)
 	}
 }
+
+func TestApplyRefusesUnreadableSecrets(t *testing.T) {
+	dir := t.TempDir()
+	hcl := filepath.Join(t.TempDir(), "db.hcl")
+	src := `vault "v" {
+  location = "file:///var/lib/coffre/v"
+}
+
+resource "postgres" "app" {
+  settings = { host = "127.0.0.1", database = "app", password = env("COFFRE_TEST_APP_DB_PASSWORD") }
+}
+`
+	if err := os.WriteFile(hcl, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COFFRE_TEST_APP_DB_PASSWORD", "")
+	os.Unsetenv("COFFRE_TEST_APP_DB_PASSWORD")
+	code, out, errs := runPolicy(t, "apply", "-f", hcl, "--catalog", dir, "--auto-approve")
+	if code != exitFailure || !strings.Contains(errs, `resource "postgres" "app"`) || !strings.Contains(errs, "COFFRE_TEST_APP_DB_PASSWORD is not set") ||
+		!strings.Contains(errs, "nothing changed") || !strings.Contains(errs, "--skip-secret-check") {
+		t.Fatalf("apply with a missing secret: exit %d\n%s%s", code, out, errs)
+	}
+	if _, out, _ = runPolicy(t, "plan", "-f", hcl, "--catalog", dir, "--skip-secret-check"); !strings.Contains(out, "Plan: 2 to create") {
+		t.Fatalf("the refused apply changed the catalog, or plan --skip-secret-check failed:\n%s", out)
+	}
+	t.Setenv("COFFRE_TEST_APP_DB_PASSWORD", "s3cret-value")
+	code, out, errs = runPolicy(t, "apply", "-f", hcl, "--catalog", dir, "--auto-approve")
+	if code != 0 || strings.Contains(out+errs, "s3cret-value") {
+		t.Fatalf("apply with the secret set: exit %d\n%s%s", code, out, errs)
+	}
+}

@@ -1,0 +1,230 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coffre/coffre/internal/repo"
+	"github.com/coffre/coffre/internal/repo/crypto"
+	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/repo/tree"
+	"github.com/coffre/coffre/internal/source/stream"
+)
+
+// Stream paths inside a recovery point.
+const (
+	metaPath   = "meta.json"
+	schemaPath = "schema.pgdump"
+	rolesPath  = "roles.sql"
+)
+
+// MetaFormat is the version of meta.json written by this package.
+const MetaFormat = 1
+
+// Meta is meta.json, the description of a PostgreSQL recovery point that
+// Restore and Validate work from.
+type Meta struct {
+	Format int `json:"format"`
+	// Time is the snapshot's time, by the server's clock.
+	Time             time.Time `json:"time"`
+	Snapshot         string    `json:"snapshot"` // the exported snapshot's id
+	ServerVersion    string    `json:"server_version"`
+	ServerVersionNum int       `json:"server_version_num"`
+	PgDump           string    `json:"pg_dump"` // pg_dump --version
+	Database         string    `json:"database"`
+	Encoding         string    `json:"encoding"`
+	Collate          string    `json:"collate"`
+	Ctype            string    `json:"ctype"`
+	// LocaleProvider is pg_database.datlocprovider ("c" libc, "i" ICU, "b"
+	// builtin; empty before PostgreSQL 15) and Locale its locale.
+	LocaleProvider string `json:"locale_provider,omitempty"`
+	Locale         string `json:"locale,omitempty"`
+	// Schema is the stream holding pg_dump's custom-format archive of the
+	// pre-data and post-data sections.
+	Schema       string        `json:"schema"`
+	Tables       []Table       `json:"tables"`
+	Sequences    []Sequence    `json:"sequences"`
+	LargeObjects []LargeObject `json:"large_objects"`
+	Roles        Roles         `json:"roles"`
+	Warnings     []string      `json:"warnings,omitempty"`
+}
+
+// Table is one table's data stream (COPY text format).
+type Table struct {
+	Schema  string   `json:"schema"`
+	Name    string   `json:"name"`
+	Path    string   `json:"path"`
+	Columns []string `json:"columns"` // the COPY column list (generated columns left out)
+	// OrderBy is the primary key the rows are sorted by; empty: physical
+	// order (no primary key).
+	OrderBy []string `json:"order_by,omitempty"`
+	Rows    int64    `json:"rows"`
+	Bytes   int64    `json:"bytes"`
+}
+
+// Sequence is a sequence's state at backup time.
+type Sequence struct {
+	Schema    string `json:"schema"`
+	Name      string `json:"name"`
+	LastValue int64  `json:"last_value"`
+	IsCalled  bool   `json:"is_called"`
+}
+
+// LargeObject is one large object's content stream.
+type LargeObject struct {
+	OID   uint32 `json:"oid"`
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+}
+
+// Roles says whether roles.sql (pg_dumpall --roles-only) is included.
+type Roles struct {
+	Included bool   `json:"included"`
+	Path     string `json:"path,omitempty"`
+	Reason   string `json:"reason,omitempty"` // why not, when not included
+}
+
+func (t Table) String() string { return t.Schema + "." + t.Name }
+
+func (t Table) qname() string { return qi(t.Schema) + "." + qi(t.Name) }
+
+func (s Sequence) qname() string { return qi(s.Schema) + "." + qi(s.Name) }
+
+// columnList is " (a, b)", or "" for a table without columns.
+func (t Table) columnList() string {
+	if len(t.Columns) == 0 {
+		return ""
+	}
+	q := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		q[i] = qi(c)
+	}
+	return " (" + strings.Join(q, ", ") + ")"
+}
+
+// copyOut is the statement reading the table's rows.
+func (t Table) copyOut() string {
+	if len(t.OrderBy) == 0 || len(t.Columns) == 0 {
+		return "COPY " + t.qname() + t.columnList() + " TO STDOUT"
+	}
+	o := make([]string, len(t.OrderBy))
+	for i, c := range t.OrderBy {
+		o[i] = qi(c)
+	}
+	cols := strings.Trim(t.columnList(), " ()")
+	return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + " ORDER BY " + strings.Join(o, ", ") + ") TO STDOUT"
+}
+
+// copyIn is the statement loading the table's rows.
+func (t Table) copyIn() string { return "COPY " + t.qname() + t.columnList() + " FROM STDIN" }
+
+// escapeName makes a schema or table name usable in a stream file name:
+// '%', '/', '.' and control bytes become %XX, so that "<schema>.<table>" is
+// unambiguous.
+func escapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '%' || c == '/' || c == '.' || c < 0x20 || c == 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func tablePath(schema, name string) string {
+	return "data/" + escapeName(schema) + "." + escapeName(name) + ".copy"
+}
+
+func lobPath(oid uint32) string { return fmt.Sprintf("lobs/%d", oid) }
+
+// ReadMeta reads (verified) the meta.json of PostgreSQL recovery point m.
+func ReadMeta(ctx context.Context, r *repo.Repository, m *snapshot.Manifest) (*Meta, error) {
+	if m.Source.Type != "postgres" {
+		return nil, fmt.Errorf("recovery point %s is a %s backup, not a postgres one", m.ID.Short(), m.Source.Type)
+	}
+	n, err := stream.Lookup(ctx, r, m.Tree, metaPath)
+	if err != nil {
+		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
+	}
+	b, err := io.ReadAll(stream.NewReader(ctx, r, n))
+	if err != nil {
+		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
+	}
+	var meta Meta
+	if err := json.Unmarshal(b, &meta); err != nil {
+		return nil, fmt.Errorf("recovery point %s: parse %s: %w", m.ID.Short(), metaPath, err)
+	}
+	if meta.Format != MetaFormat {
+		return nil, fmt.Errorf("recovery point %s: %s format %d, this coffre reads %d", m.ID.Short(), metaPath, meta.Format, MetaFormat)
+	}
+	return &meta, nil
+}
+
+// files finds the file nodes of a recovery point, loading each directory's
+// tree once.
+type files struct {
+	ctx  context.Context
+	r    *repo.Repository
+	root crypto.ID
+	mu   sync.Mutex
+	dirs map[string]*tree.Tree
+}
+
+func newFiles(ctx context.Context, r *repo.Repository, root crypto.ID) *files {
+	return &files{ctx: ctx, r: r, root: root, dirs: map[string]*tree.Tree{}}
+}
+
+func (f *files) dir(p string) (*tree.Tree, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.dirs[p]; ok {
+		return t, nil
+	}
+	var (
+		t   *tree.Tree
+		err error
+	)
+	if p == "." {
+		t, err = tree.Load(f.ctx, f.r, f.root)
+	} else {
+		var n *tree.Node
+		n, err = stream.Lookup(f.ctx, f.r, f.root, p)
+		if err == nil && (n.Type != tree.TypeDir || n.Subtree == nil) {
+			err = fmt.Errorf("%s is a %s, not a directory", p, n.Type)
+		}
+		if err == nil {
+			t, err = tree.Load(f.ctx, f.r, *n.Subtree)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.dirs[p] = t
+	return t, nil
+}
+
+// open returns a verifying reader of the file at p and its size.
+func (f *files) open(ctx context.Context, p string) (io.Reader, int64, error) {
+	t, err := f.dir(path.Dir(p))
+	if err != nil {
+		return nil, 0, err
+	}
+	n := t.Find(path.Base(p))
+	if n == nil {
+		return nil, 0, fmt.Errorf("%s: %w", p, os.ErrNotExist)
+	}
+	if n.Type != tree.TypeFile {
+		return nil, 0, fmt.Errorf("%s is a %s, not a file", p, n.Type)
+	}
+	return stream.NewReader(ctx, f.r, n), int64(n.Size), nil
+}

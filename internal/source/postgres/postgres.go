@@ -1,0 +1,477 @@
+// Package postgres backs up PostgreSQL databases logically (schema through pg_dump, table data through parallel COPY under one exported snapshot, streamed into the vault), restores them into a new database in parallel, and validates row counts and user checks.
+//
+// # Backup
+//
+// A backup is one recovery point written through archiver.BackupStreams, so
+// that any failure commits nothing:
+//
+//  1. A coordinator connection opens a REPEATABLE READ READ ONLY transaction,
+//     exports its snapshot (pg_export_snapshot) and keeps the transaction open
+//     until the end. It reads the server's version, the database's encoding
+//     and locale, the list of tables (regular tables and leaf partitions
+//     outside the system schemas, not members of an extension) with their
+//     sizes and primary keys, the sequences and the large objects, all in the
+//     snapshot, then takes ACCESS SHARE locks on every table as pg_dump does,
+//     so that no table is rewritten, truncated or dropped while it is read.
+//  2. pg_dump --snapshot=<id> --section=pre-data --section=post-data
+//     --format=custom --compress=0 writes the schema (types, tables,
+//     functions, views, large objects' metadata, then indexes, constraints,
+//     triggers, policies, materialized view refreshes), with owners and
+//     privileges, straight into the stream schema.pgdump: no temporary file.
+//     The custom format, rather than plain SQL, lets a restore choose whether
+//     to apply owners and privileges (pg_restore --no-owner --no-privileges)
+//     and build indexes in parallel (pg_restore -j). A non-zero exit of
+//     pg_dump fails the backup with the tail of its standard error.
+//  3. Parallel workers (Adapter.Parallel) each open a connection, import the
+//     snapshot (SET TRANSACTION SNAPSHOT) and take tables, biggest first:
+//     LOCK TABLE … NOWAIT (like pg_dump -j, so that a DDL statement queued
+//     behind the coordinator's lock fails the backup instead of deadlocking
+//     it), then COPY (SELECT columns FROM ONLY table ORDER BY primary key) TO
+//     STDOUT piped into the stream data/<schema>.<table>.copy. Ordering by
+//     the primary key keeps unchanged rows in unchanged chunks from one day
+//     to the next, so the vault deduplicates them; a table without a primary
+//     key is copied in physical order (recorded as such in meta.json), which
+//     deduplicates less well where rows are updated. Generated columns are
+//     left out (the restore recomputes them). The row count of each table is
+//     the number of rows in its COPY stream (text format: one newline per
+//     row), hence exactly the snapshot's.
+//  4. Large objects are streamed by the workers into lobs/<oid> with
+//     lo_get(oid, offset, length) in the snapshot; their metadata (owner,
+//     privileges) is in the schema. Sequence values (read after the snapshot
+//     was taken, as pg_dump does: sequences are not transactional) are
+//     recorded in meta.json.
+//  5. With the setting roles=true, pg_dumpall --roles-only
+//     --no-role-passwords (which works on managed servers such as RDS) is
+//     stored as roles.sql; if it fails the backup goes on and meta.json says
+//     why roles are missing.
+//  6. The coordinator then commits: if its connection was lost (killed,
+//     database dropped), the backup fails. meta.json (see Meta) is written
+//     last. Any failed COPY, lost connection or failed pg_dump makes its
+//     stream's Add fail, and BackupStreams commits nothing.
+//
+// Connections: the settings are host, port (5432), user, database
+// (required), password (a reference, "env:NAME" or "file:PATH", read with
+// Conn.Secret), sslmode (prefer), roles ("true") and lock_wait_timeout
+// (60s; how long the coordinator and pg_dump wait for a table lock, "0" for
+// ever). The password goes to the driver through its configuration and to
+// pg_dump, pg_restore, pg_dumpall and psql only through the PGPASSWORD
+// variable of the child's environment: never on a command line, in a log,
+// a manifest or an error. Ambient libpq variables (PGHOST, PGPASSWORD,
+// PGSERVICE…) are removed from the children's environment so that only the
+// settings count; without a password setting no password is sent (trust,
+// peer, certificate authentication or a passfile).
+//
+// # Restore
+//
+// The target's database must not exist, or exist without tables, views,
+// sequences or large objects, unless RestoreOptions.Overwrite, which drops
+// it and creates it again; otherwise Restore returns an error wrapping
+// source.ErrTargetNotEmpty before writing anything. The schema archive is
+// read (verified) into a temporary file, the database is created (TEMPLATE
+// template0 with the source's encoding and locale), then: pre-data with
+// pg_restore in one transaction, table data with COPY FROM STDIN over
+// RestoreOptions.Parallel connections (default 2) fed from the verified
+// streams, large objects, sequence values, and post-data with pg_restore -j.
+// By default objects are owned by the restoring user and privileges are not
+// restored (pg_restore --no-owner --no-privileges), so that a restore works
+// on any server; target setting owners=keep restores owners and privileges
+// (the roles must exist), and roles=true first runs roles.sql (roles that
+// already exist are reported, not fatal; passwords are not restored) and
+// implies owners=keep. Database-level settings (ALTER DATABASE … SET),
+// comments and privileges are not restored. A failure at any step leaves the
+// new database as it is and returns an error naming the step and the table,
+// with the hint to drop it before retrying.
+//
+// # Validate
+//
+// Validate connects to the restored database (which proves the server runs
+// and accepts the target's credentials), compares every table's count(*)
+// with the count recorded at backup time (a failed check "rows
+// schema.table" per mismatch or missing table) and the number of large
+// objects, then runs each user check in a read-only transaction: its single
+// value, as text ("NULL" for null), must equal Expect.
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/source"
+)
+
+// Adapter backs up PostgreSQL databases; it implements source.Adapter.
+type Adapter struct {
+	// Parallel is the number of tables copied at once during a backup
+	// (default 2). Restores use RestoreOptions.Parallel.
+	Parallel int
+	// BinDir is where pg_dump, pg_restore, pg_dumpall and psql live
+	// (default: the PATH, then the newest /usr/lib/postgresql/*/bin).
+	BinDir string
+}
+
+var _ source.Adapter = Adapter{}
+
+// Type returns "postgres".
+func (Adapter) Type() string { return "postgres" }
+
+// Application names of coffre's sessions, visible in pg_stat_activity.
+const (
+	appBackup   = "coffre-backup"
+	appRestore  = "coffre-restore"
+	appValidate = "coffre-validate"
+)
+
+// settings are a Conn's parsed connection settings (never the password).
+type settings struct {
+	resource    string
+	host        string
+	port        int
+	user        string
+	database    string
+	sslmode     string
+	roles       bool
+	owners      string // restore: "none" or "keep"
+	maintenance string // restore: database to connect to for CREATE DATABASE
+	lockWait    string // pg_dump --lock-wait-timeout and the coordinator's lock_timeout
+}
+
+func parseSettings(c source.Conn) (settings, error) {
+	s := settings{
+		resource:    c.Resource,
+		host:        c.Settings["host"],
+		port:        5432,
+		user:        c.Settings["user"],
+		database:    c.Settings["database"],
+		sslmode:     c.Settings["sslmode"],
+		owners:      c.Settings["owners"],
+		maintenance: c.Settings["maintenance_database"],
+		lockWait:    c.Settings["lock_wait_timeout"],
+	}
+	bad := func(format string, args ...any) (settings, error) {
+		return settings{}, hint.With(fmt.Errorf("resource %s: "+format, append([]any{c.Resource}, args...)...),
+			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles")
+	}
+	if s.database == "" {
+		return bad("setting database is required")
+	}
+	if p := c.Settings["port"]; p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return bad("port %q is not a TCP port", p)
+		}
+		s.port = n
+	}
+	switch s.sslmode {
+	case "":
+		s.sslmode = "prefer"
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return bad("sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", s.sslmode)
+	}
+	switch r := c.Settings["roles"]; r {
+	case "", "false":
+	case "true":
+		s.roles = true
+	default:
+		return bad("roles %q: want true or false", r)
+	}
+	switch s.owners {
+	case "":
+		s.owners = "none"
+		if s.roles {
+			s.owners = "keep"
+		}
+	case "none", "keep":
+	default:
+		return bad("owners %q: want none or keep", s.owners)
+	}
+	if s.maintenance == "" {
+		s.maintenance = "postgres"
+	}
+	if s.lockWait == "" {
+		s.lockWait = "60s"
+	}
+	if strings.ContainsAny(s.lockWait, "'\\") {
+		return bad("lock_wait_timeout %q: want a duration such as 60s", s.lockWait)
+	}
+	return s, nil
+}
+
+// addr is host:port for messages.
+func (s settings) addr() string {
+	h := s.host
+	if h == "" {
+		h = "localhost"
+	}
+	return net.JoinHostPort(h, strconv.Itoa(s.port))
+}
+
+// conninfo quotes a libpq keyword/value setting.
+func conninfo(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
+
+// connect opens a session to database db (s.database when empty) with
+// coffre's session settings plus params.
+func connect(ctx context.Context, s settings, password, db, app string, params map[string]string) (*pgx.Conn, error) {
+	if db == "" {
+		db = s.database
+	}
+	var b strings.Builder
+	if s.host != "" {
+		b.WriteString("host=" + conninfo(s.host) + " ")
+	}
+	b.WriteString("port=" + strconv.Itoa(s.port) + " dbname=" + conninfo(db) + " sslmode=" + s.sslmode)
+	if s.user != "" {
+		b.WriteString(" user=" + conninfo(s.user))
+	}
+	cfg, err := pgx.ParseConfig(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: connection settings: %w", s.resource, err)
+	}
+	// The password comes from the settings only, never from PGPASSWORD.
+	cfg.Password = password
+	cfg.ConnectTimeout = 10 * time.Second
+	// Only the settings count: drop what the driver took from PGOPTIONS,
+	// PGTZ or PGAPPNAME.
+	delete(cfg.RuntimeParams, "options")
+	set := func(k, v string) {
+		for old := range cfg.RuntimeParams {
+			if strings.EqualFold(old, k) {
+				delete(cfg.RuntimeParams, old)
+			}
+		}
+		cfg.RuntimeParams[k] = v
+	}
+	set("application_name", app)
+	set("standard_conforming_strings", "on")
+	for k, v := range params {
+		set(k, v)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(s, db, err)
+	}
+	return conn, nil
+}
+
+func connectError(s settings, db string, err error) error {
+	e := fmt.Errorf("connect to PostgreSQL at %s (user %q, database %q): %w", s.addr(), s.user, db, err)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000"):
+		return hint.With(e, "check the user setting and the password its reference (env:NAME or file:PATH) points to")
+	case errors.As(err, &pe) && pe.Code == "3D000":
+		return hint.With(e, "check the database setting: the database does not exist (or was dropped)")
+	case errors.As(err, &pe):
+		return e
+	}
+	return hint.With(e, "check that PostgreSQL runs and listens on "+s.addr()+" and that host, port and sslmode are right")
+}
+
+// sessionParams are the settings of backup and restore sessions: stable,
+// exact and locale-independent COPY text, no timeouts, no search path
+// tricks.
+func sessionParams(encoding string) map[string]string {
+	p := map[string]string{
+		"DateStyle":                           "ISO",
+		"IntervalStyle":                       "postgres",
+		"TimeZone":                            "UTC",
+		"extra_float_digits":                  "3",
+		"bytea_output":                        "hex",
+		"search_path":                         "pg_catalog",
+		"statement_timeout":                   "0",
+		"lock_timeout":                        "0",
+		"idle_in_transaction_session_timeout": "0",
+	}
+	// A SQL_ASCII database holds bytes in no particular encoding: read and
+	// write them unconverted.
+	if encoding == "SQL_ASCII" {
+		p["client_encoding"] = "SQL_ASCII"
+	}
+	return p
+}
+
+// childEnv is the environment of a PostgreSQL client program: coffre's
+// environment without libpq's variables (except the TLS certificate ones),
+// plus the connection settings and the password.
+func childEnv(s settings, password, db, app string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "PG") && !(strings.HasPrefix(k, "PGSSL") && k != "PGSSLMODE") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	if s.host != "" {
+		env = append(env, "PGHOST="+s.host)
+	}
+	if s.user != "" {
+		env = append(env, "PGUSER="+s.user)
+	}
+	if db == "" {
+		db = s.database
+	}
+	env = append(env, "PGPORT="+strconv.Itoa(s.port), "PGDATABASE="+db, "PGSSLMODE="+s.sslmode,
+		"PGAPPNAME="+app, "PGCONNECT_TIMEOUT=10")
+	if password != "" {
+		env = append(env, "PGPASSWORD="+password)
+	}
+	return env
+}
+
+// tool returns the path of a PostgreSQL client program.
+func (a Adapter) tool(name string) (string, error) {
+	if a.BinDir != "" {
+		p := filepath.Join(a.BinDir, name)
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", hint.With(fmt.Errorf("%s not found in %s", name, a.BinDir),
+				"set the PostgreSQL adapter's BinDir to the directory of the PostgreSQL client programs")
+		}
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return majorOf(dirs[i]) > majorOf(dirs[j]) })
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", hint.With(fmt.Errorf("%s not found in PATH nor in /usr/lib/postgresql/*/bin", name),
+		"install the PostgreSQL client programs (a version at least the server's) or set BinDir")
+}
+
+func majorOf(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// tail keeps the last bytes written to it (a child's standard error).
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailMax = 2048
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > tailMax {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailMax:]...)
+	}
+	return len(p), nil
+}
+
+// String returns the tail on one line, with secret removed.
+func (t *tail) String(secret string) string {
+	t.mu.Lock()
+	s := string(bytes.TrimSpace(t.buf))
+	t.mu.Unlock()
+	if secret != "" {
+		s = strings.ReplaceAll(s, secret, "***")
+	}
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " ")
+}
+
+// toolError describes a failed client program.
+func toolError(name string, err error, stderr *tail, secret string) error {
+	msg := stderr.String(secret)
+	if msg == "" {
+		msg = "no error output"
+	}
+	e := fmt.Errorf("%s failed (%v): %s", name, err, msg)
+	if strings.Contains(msg, "version mismatch") {
+		return hint.With(e, "use PostgreSQL client programs at least as new as the server (set BinDir)")
+	}
+	return e
+}
+
+// runTool runs a client program to its end with stdin as its input.
+func runTool(ctx context.Context, path string, args, env []string, stdin *os.File, secret string) error {
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = env
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	var stderr tail
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		return toolError(filepath.Base(path), err, &stderr, secret)
+	}
+	return nil
+}
+
+// qi quotes an identifier.
+func qi(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// ql quotes a string literal (standard_conforming_strings is on).
+func ql(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+
+// group runs functions and keeps the first error, cancelling the others.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+}
+
+func newGroup(ctx context.Context) *group {
+	g := &group{}
+	g.ctx, g.cancel = context.WithCancel(ctx)
+	return g
+}
+
+func (g *group) Go(f func(ctx context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := f(g.ctx); err != nil {
+			g.mu.Lock()
+			if g.err == nil {
+				g.err = err
+				g.cancel()
+			}
+			g.mu.Unlock()
+		}
+	}()
+}
+
+func (g *group) Wait() error {
+	g.wg.Wait()
+	g.cancel()
+	return g.err
+}
+
+// closeConn closes a session, giving up after a few seconds.
+func closeConn(c *pgx.Conn) {
+	if c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
