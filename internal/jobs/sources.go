@@ -125,7 +125,11 @@ func (a Adapted) Backup(ctx context.Context, r *repo.Repository, res catalog.Res
 	if res.Type != a.Adapter.Type() {
 		return nil, Permanent(fmt.Errorf("resource %s is of type %s, not %s", res.ID, res.Type, a.Adapter.Type()))
 	}
-	return a.Adapter.Backup(ctx, archiver.New(r, opts), conn(res))
+	m, err := a.Adapter.Backup(ctx, archiver.New(r, opts), conn(res))
+	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) {
+		return nil, Permanent(err)
+	}
+	return m, err
 }
 
 // Restore implements Source.
@@ -155,7 +159,7 @@ func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Re
 	target := conn(res).With(over)
 	out, err := a.Adapter.Restore(ctx, r, m, target, opts)
 	if err != nil {
-		if errors.Is(err, source.ErrTargetNotEmpty) {
+		if errors.Is(err, source.ErrTargetNotEmpty) || errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) {
 			return "", Permanent(err)
 		}
 		return "", err

@@ -38,7 +38,7 @@ func (c Conn) Secret(key string) (string, error) {
 		name := strings.TrimPrefix(ref, "env:")
 		v, ok := os.LookupEnv(name)
 		if !ok {
-			return "", hint.With(fmt.Errorf("resource %s: %s: environment variable %s is not set", c.Resource, key, name),
+			return "", hint.With(fmt.Errorf("resource %s: %s: environment variable %s is not set: %w", c.Resource, key, name, ErrSecretUnavailable),
 				"export "+name+" in the environment of the coffre server (or CLI) that runs the job")
 		}
 		return v, nil
@@ -46,11 +46,11 @@ func (c Conn) Secret(key string) (string, error) {
 		p := strings.TrimPrefix(ref, "file:")
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return "", fmt.Errorf("resource %s: %s: %w", c.Resource, key, err)
+			return "", fmt.Errorf("resource %s: %s: %w (%w)", c.Resource, key, ErrSecretUnavailable, err)
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	return "", fmt.Errorf("resource %s: setting %s must be a reference (env:NAME or file:PATH)", c.Resource, key)
+	return "", fmt.Errorf("resource %s: setting %s must be a reference (env:NAME or file:PATH): %w", c.Resource, key, ErrSecretUnavailable)
 }
 
 // With returns a copy of c whose settings are overridden by over.
@@ -118,6 +118,14 @@ func (v *Validation) Failed() []CheckResult {
 	}
 	return out
 }
+
+// ErrSecretUnavailable is returned (wrapped) by Conn.Secret when the
+// referenced secret cannot be read; retrying does not help.
+var ErrSecretUnavailable = errors.New("secret unavailable")
+
+// ErrAuth is what adapters wrap authentication failures with (wrong
+// password, unknown user); retrying does not help.
+var ErrAuth = errors.New("authentication failed")
 
 // ErrTargetNotEmpty is returned (wrapped) by Restore when the target holds
 // data and Overwrite is off.
