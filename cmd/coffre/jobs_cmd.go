@@ -233,6 +233,8 @@ func cmdBackupStart(g *globals) *cobra.Command {
 	f.register(c)
 	c.Flags().StringVar(&req.Resource, "resource", "", "protected resource id (as declared in HCL)")
 	c.Flags().StringVar(&req.Vault, "vault", "", "vault name")
+	c.Flags().IntVar(&req.DeleteAfterDays, "delete-after-days", 0, "expire the recovery point after this many days (default: keep)")
+	c.Flags().IntVar(&req.MoveToColdStorageAfterDays, "cold-after-days", 0, "move the recovery point's data to cold storage after this many days")
 	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the server has queued the job")
 	return c
 }

@@ -473,10 +473,15 @@ func NewBackupJob(ctx context.Context, cat catalog.Catalog, now time.Time, req B
 	if _, err := cat.GetResource(ctx, req.Resource); err != nil {
 		return catalog.Job{}, notFound(err, "resource", req.Resource, "list resources with GET /v1/resources (coffre plan shows those in your HCL)")
 	}
-	if _, err := cat.GetVault(ctx, req.Vault); err != nil {
+	v, err := cat.GetVault(ctx, req.Vault)
+	if err != nil {
 		return catalog.Job{}, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
 	}
-	j := catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: req.Resource, Vault: req.Vault, CreatedAt: now}
+	params, err := backupLifecycle(req, v)
+	if err != nil {
+		return catalog.Job{}, err
+	}
+	j := catalog.Job{Kind: catalog.KindBackup, State: catalog.StatePending, Resource: req.Resource, Vault: req.Vault, CreatedAt: now, Params: params}
 	if start > 0 {
 		j.StartBy = now.Add(start)
 	}
@@ -484,4 +489,34 @@ func NewBackupJob(ctx context.Context, cat catalog.Catalog, now time.Time, req B
 		j.CompleteBy = now.Add(completion)
 	}
 	return cat.CreateJob(ctx, j)
+}
+
+// backupLifecycle checks an on-demand backup's lifecycle as AWS does (cold
+// storage at least 90 days before deletion; within the vault lock's
+// retention bounds) and returns it as job params.
+func backupLifecycle(req BackupRequest, v catalog.Vault) (map[string]string, error) {
+	cold, del := req.MoveToColdStorageAfterDays, req.DeleteAfterDays
+	if cold < 0 || del < 0 {
+		return nil, badRequest("", "lifecycle days cannot be negative")
+	}
+	if cold > 0 && del > 0 && del < cold+90 {
+		return nil, badRequest("delete at least 90 days after the move to cold storage, or do not move it",
+			"delete_after_days %d is less than move_to_cold_storage_after_days %d + 90 (the minimum stay in cold storage)", del, cold)
+	}
+	if l := v.Lock; l.Mode != catalog.LockNone {
+		if l.MinRetentionDays > 0 && del > 0 && del < l.MinRetentionDays {
+			return nil, badRequest("", "vault %q is locked with a minimum retention of %d days; delete_after_days %d is shorter", v.Name, l.MinRetentionDays, del)
+		}
+		if l.MaxRetentionDays > 0 && (del == 0 || del > l.MaxRetentionDays) {
+			return nil, badRequest("set delete_after_days within the lock's maximum", "vault %q is locked with a maximum retention of %d days; the point would be kept longer", v.Name, l.MaxRetentionDays)
+		}
+	}
+	p := map[string]string{}
+	if cold > 0 {
+		p["move_to_cold_storage_after_days"] = strconv.Itoa(cold)
+	}
+	if del > 0 {
+		p["delete_after_days"] = strconv.Itoa(del)
+	}
+	return p, nil
 }

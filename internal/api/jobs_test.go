@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -55,6 +56,12 @@ func TestStartBackup(t *testing.T) {
 		t.Fatalf("completion window only: %+v, %v", j, err)
 	}
 
+	// A lifecycle travels to the runner as job params.
+	j, err = e.cl.StartBackup(ctx, BackupRequest{Resource: resDocs, Vault: "primary", MoveToColdStorageAfterDays: 30, DeleteAfterDays: 120})
+	if err != nil || j.Params["move_to_cold_storage_after_days"] != "30" || j.Params["delete_after_days"] != "120" {
+		t.Fatalf("lifecycle params: %+v, %v", j.Params, err)
+	}
+
 	jobsBefore, _ := e.cat.ListJobs(ctx, catalog.JobFilter{})
 	for _, c := range []struct {
 		name   string
@@ -70,6 +77,8 @@ func TestStartBackup(t *testing.T) {
 		{"start window too long", BackupRequest{Resource: resDocs, Vault: "primary", StartWindowMinutes: intp(52_560_001)}, 400, "start_window_minutes"},
 		{"completion too close", BackupRequest{Resource: resDocs, Vault: "primary", StartWindowMinutes: intp(120), CompletionWindowMinutes: intp(179)}, 400, "completion_window_minutes"},
 		{"completion alone too short", BackupRequest{Resource: resDocs, Vault: "primary", CompletionWindowMinutes: intp(59)}, 400, "completion_window_minutes"},
+		{"cold rule", BackupRequest{Resource: resDocs, Vault: "primary", MoveToColdStorageAfterDays: 30, DeleteAfterDays: 100}, 400, "+ 90"},
+		{"negative lifecycle", BackupRequest{Resource: resDocs, Vault: "primary", DeleteAfterDays: -1}, 400, "negative"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := e.cl.StartBackup(ctx, c.req)
@@ -352,3 +361,22 @@ func TestWaitJob(t *testing.T) {
 }
 
 func strp(s string) *string { return &s }
+
+func TestStartBackupHonoursVaultLock(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := e.ctx
+	if err := e.cat.PutVault(ctx, catalog.Vault{Name: "locked", Location: "file:///srv/locked",
+		Lock: catalog.VaultLock{Mode: catalog.LockCompliance, MinRetentionDays: 7, MaxRetentionDays: 35}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		del  int
+		want string
+	}{{3, "minimum retention of 7 days"}, {0, "maximum retention of 35 days"}, {36, "maximum retention of 35 days"}} {
+		_, err := e.cl.StartBackup(ctx, BackupRequest{Resource: resDocs, Vault: "locked", DeleteAfterDays: c.del})
+		contains(t, fmt.Sprintf("delete after %d days", c.del), apiErr(t, err, 400).Message, c.want)
+	}
+	if _, err := e.cl.StartBackup(ctx, BackupRequest{Resource: resDocs, Vault: "locked", DeleteAfterDays: 10}); err != nil {
+		t.Fatalf("retention inside the lock's bounds: %v", err)
+	}
+}

@@ -175,6 +175,10 @@ type BackupRequest struct {
 	Vault                   string `json:"vault"`
 	StartWindowMinutes      *int   `json:"start_window_minutes,omitempty"`
 	CompletionWindowMinutes *int   `json:"completion_window_minutes,omitempty"`
+	// Lifecycle of the recovery point (AWS StartBackupJob's Lifecycle);
+	// zero: kept until deleted by hand, never moved to cold storage.
+	MoveToColdStorageAfterDays int `json:"move_to_cold_storage_after_days,omitempty"`
+	DeleteAfterDays            int `json:"delete_after_days,omitempty"`
 }
 
 // RestoreRequest is the body of POST /v1/jobs/restore. RecoveryPoint is the
