@@ -15,8 +15,9 @@
 # running anything). Services:
 #   versitygw  S3 gateway (posix backend)  COFFRE_TEST_S3_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}
 #   postgres   PostgreSQL 15                COFFRE_TEST_PG_DSN (no password in it), PGPASSWORD
+#   redis      redis-server (Debian 12: 7.0) COFFRE_TEST_REDIS_ADDR (host:port), COFFRE_TEST_REDIS_PASSWORD
 
-SERVICES=(versitygw postgres)
+SERVICES=(versitygw postgres redis)
 
 SERVICES_DIR=${COFFRE_SERVICES_DIR:-/tmp/coffre-services}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
@@ -284,6 +285,100 @@ stop_postgres() {
 		pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 30 stop -m fast >/dev/null 2>&1 ||
 			pg_as "$PG_BIN/pg_ctl" -D "$dir/data" stop -m immediate >/dev/null 2>&1 || true
 	fi
+	rm -rf "$dir"
+}
+
+# ---------------------------------------------------------------- redis
+
+# redis-server (Debian's package) runs from $SERVICES_DIR/redis, listening on
+# 127.0.0.1 only, without persistence (save "", appendonly no), with a random
+# requirepass kept in redis.conf (mode 600) and the env file, never on argv.
+# Tests use its 16 databases and start further instances of the same binary
+# (restore targets) themselves.
+
+redis_installed() { command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; }
+
+install_redis() {
+	redis_installed && return 0
+	mkdir -p "$SERVICES_DIR"
+	log "installing redis-server (apt-get)"
+	(
+		flock 9
+		redis_installed && exit 0
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+	) 9>"$SERVICES_DIR/redis.install.lock"
+	redis_installed || die "redis-server installed, but redis-server or redis-cli is not on PATH"
+}
+
+# wait_redis PORT PASSWORD SECONDS: waits until redis on PORT answers PING.
+wait_redis() {
+	local port=$1 password=$2 secs=$3 i
+	for ((i = 0; i < secs * 10; i++)); do
+		# REDISCLI_AUTH keeps the password off argv (unlike redis-cli -a).
+		if [[ $(REDISCLI_AUTH="$password" redis-cli -h 127.0.0.1 -p "$port" --no-auth-warning ping 2>/dev/null) == PONG ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+start_redis() {
+	local envfile=$1 dir="$SERVICES_DIR/redis" port password try
+	mkdir -p "$dir"
+	if pid_alive "$dir/pid" redis-server && [[ -s $dir/env ]]; then
+		# shellcheck disable=SC1091
+		if (set -a && . "$dir/env" && wait_redis "${COFFRE_TEST_REDIS_ADDR##*:}" "$COFFRE_TEST_REDIS_PASSWORD" 5); then
+			log "redis already running (pid $(<"$dir/pid"))"
+			cat "$dir/env" >>"$envfile"
+			return 0
+		fi
+	fi
+	stop_redis
+	install_redis
+	mkdir -p "$dir"
+	chmod 700 "$dir"
+	password=$(random_token 32)
+
+	for try in 1 2 3; do
+		port=$(free_port)
+		(umask 077 && : >"$dir/redis.conf")
+		cat >"$dir/redis.conf" <<-EOF
+			bind 127.0.0.1
+			port $port
+			protected-mode yes
+			requirepass $password
+			save ""
+			appendonly no
+			daemonize no
+			dir $dir
+			logfile ""
+		EOF
+		setsid redis-server "$dir/redis.conf" >"$dir/log" 2>&1 </dev/null &
+		echo $! >"$dir/pid"
+		if wait_redis "$port" "$password" 30; then
+			break
+		fi
+		log "redis did not start on port $port (try $try):"
+		tail -n 20 "$dir/log" >&2 || true
+		stop_pid "$dir/pid" redis-server
+		((try < 3)) || die "redis did not start; log: $dir/log"
+	done
+
+	(umask 077 && : >"$dir/env")
+	chmod 600 "$dir/env"
+	cat >"$dir/env" <<-EOF
+		COFFRE_TEST_REDIS_ADDR=127.0.0.1:$port
+		COFFRE_TEST_REDIS_PASSWORD=$password
+	EOF
+	cat "$dir/env" >>"$envfile"
+	log "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') listening on 127.0.0.1:$port (pid $(<"$dir/pid")), no persistence"
+}
+
+stop_redis() {
+	local dir="$SERVICES_DIR/redis"
+	stop_pid "$dir/pid" redis-server
 	rm -rf "$dir"
 }
 

@@ -80,6 +80,7 @@ type Options struct {
 // Archiver backs up sources into one repository.
 type Archiver struct {
 	r    *repo.Repository
+	base repo.Stats // the handle's counters when the backup started
 	opts Options
 	prog *Progress
 
@@ -146,6 +147,7 @@ func New(r *repo.Repository, o Options) *Archiver {
 }
 
 func (a *Archiver) start(ctx context.Context) context.Context {
+	a.base = a.r.Stats()
 	ctx, a.cancel = context.WithCancel(ctx)
 	a.saveCh = make(chan saveJob, a.opts.Workers)
 	a.fileCh = make(chan fileJob)
@@ -505,6 +507,12 @@ func (a *Archiver) Backup(ctx context.Context, fsys FS, src snapshot.Source) (*s
 
 func (a *Archiver) commit(ctx context.Context, rootID crypto.ID, rootNode *tree.Node, src snapshot.Source, start time.Time) (*snapshot.Manifest, error) {
 	st := a.r.Stats()
+	// The handle's counters add up over its life; this backup's share is
+	// the difference since it started (another backup running on the same
+	// handle at the same time would be counted in both).
+	st.BlobsAdded -= a.base.BlobsAdded
+	st.BytesAdded -= a.base.BytesAdded
+	st.StoredAdded -= a.base.StoredAdded
 	host, _ := os.Hostname()
 	m := &snapshot.Manifest{
 		Time: a.r.Clock().Now().UTC(), Hostname: host, Source: src, Tree: rootID, Root: rootNode, Status: snapshot.StatusCompleted,

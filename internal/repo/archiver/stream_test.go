@@ -256,3 +256,21 @@ func TestBackupStreamsFillErrorCommitsNothing(t *testing.T) {
 		t.Fatalf("%d recovery points after a failed multi-stream backup", n)
 	}
 }
+
+func TestStatsCountOnlyThisBackup(t *testing.T) {
+	ctx := context.Background()
+	r, _ := repo.TestRepository(t)
+	data := dumpData(4 << 20)
+	m1, err := archiver.New(r, archiver.Options{}).BackupStream(ctx, bytes.NewReader(data), archiver.StreamNode{Name: "a"}, streamSrc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same data again on the same handle adds nothing, and says so.
+	m2, err := archiver.New(r, archiver.Options{}).BackupStream(ctx, bytes.NewReader(data), archiver.StreamNode{Name: "a"}, streamSrc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m1.Stats.StoredAdded == 0 || m2.Stats.StoredAdded >= m1.Stats.StoredAdded/10 || m2.Stats.BlobsAdded > 1 {
+		t.Fatalf("first backup stored %d bytes, second (same data, same handle) %d bytes and %d blobs", m1.Stats.StoredAdded, m2.Stats.StoredAdded, m2.Stats.BlobsAdded)
+	}
+}

@@ -59,7 +59,7 @@ func (a Adapter) Backup(ctx context.Context, arch *archiver.Archiver, c source.C
 	if err != nil {
 		return nil, err
 	}
-	pexp := versionAtLeast(si.Version, 7, 0)
+	pexp := versionAtLeast(si.Version, 7, 0) && !a.usePTTL
 	mt := &meta{
 		Format: metaVersion, RedisVersion: si.Version, RunID: si.RunID,
 		Started: time.UnixMilli(startMS).UTC(), StartedMS: startMS,

@@ -103,8 +103,8 @@ type keyRead struct {
 // WRONGTYPE, which is expected), so that payload and value agree.
 func readKey(ctx context.Context, c *goredis.Client, key string, pexpiretime bool) (keyRead, error) {
 	var (
-		typ                   *goredis.StatusCmd
-		dump, exp, tm         *goredis.Cmd
+		typ                     *goredis.StatusCmd
+		dump, exp, tm           *goredis.Cmd
 		get, lr, sm, hg, zr, xr *goredis.Cmd
 	)
 	_, err := c.TxPipelined(ctx, func(p goredis.Pipeliner) error {

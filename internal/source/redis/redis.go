@@ -65,9 +65,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -92,6 +94,9 @@ type Adapter struct {
 	// afterScan, for tests, is called with every SCAN batch before its keys
 	// are dumped.
 	afterScan func(db int, keys []string)
+	// usePTTL, for tests, reads expiries with TIME + PTTL as for servers
+	// older than 7.0.
+	usePTTL bool
 }
 
 var _ source.Adapter = Adapter{}
@@ -215,7 +220,11 @@ func (s *settings) fail(op string, err error) error {
 	switch {
 	case isAuthError(msg):
 		e.msg = fmt.Sprintf("redis %s: authentication failed: %s", s.addr(), firstLine(msg))
+		e.auth = true
 		return hint.With(e, "check the username and password settings of resource "+s.resource+" (the password setting references the secret: env:NAME or file:PATH)")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		e.msg = fmt.Sprintf("redis %s: %s: connection lost (%s)", s.addr(), op, msg)
+		return hint.With(e, "the server closed the connection (restart, failover, CLIENT KILL, timeout or maxclients): try again once it is back")
 	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), strings.Contains(msg, "i/o timeout"):
 		return hint.With(e, "check the host and port settings, that the server runs and that this machine may reach it (security groups for ElastiCache)")
 	case strings.Contains(msg, "NOPERM"):
@@ -229,12 +238,18 @@ func (s *settings) fail(op string, err error) error {
 // redisError keeps the server's error for errors.Is/As while its message is
 // scrubbed of the password.
 type redisError struct {
-	msg string
-	err error
+	msg  string
+	err  error
+	auth bool // an authentication failure: also source.ErrAuth
 }
 
 func (e *redisError) Error() string { return e.msg }
-func (e *redisError) Unwrap() error { return e.err }
+func (e *redisError) Unwrap() []error {
+	if e.auth {
+		return []error{e.err, source.ErrAuth}
+	}
+	return []error{e.err}
+}
 
 func isAuthError(msg string) bool {
 	for _, s := range []string{"WRONGPASS", "NOAUTH", "invalid password", "invalid username-password", "without any password configured"} {
