@@ -61,7 +61,7 @@ var (
 type Runner struct {
 	Cat     catalog.Catalog
 	Vaults  Vaults
-	Sources map[string]Source // by resource type; nil: {"filesystem": Filesystem{}}
+	Sources map[string]Source // by resource type; nil: DefaultSources()
 	Clock   clock.Clock       // default clock.Real{}
 	Log     *slog.Logger      // default slog.Default()
 	Owner   string            // this worker's id; default host-pid-random
@@ -90,7 +90,7 @@ type Runner struct {
 func (r *Runner) fill() {
 	r.once.Do(func() {
 		if r.Sources == nil {
-			r.Sources = map[string]Source{"filesystem": Filesystem{}}
+			r.Sources = DefaultSources()
 		}
 		if r.Clock == nil {
 			r.Clock = clock.Real{}

@@ -15,6 +15,7 @@ import (
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/fs"
+	"github.com/coffre/coffre/internal/source/redis"
 )
 
 // Source backs up and restores one resource type for the job runner.
@@ -31,6 +32,15 @@ import (
 type Source interface {
 	Backup(ctx context.Context, r *repo.Repository, res catalog.Resource, opts archiver.Options) (*snapshot.Manifest, error)
 	Restore(ctx context.Context, r *repo.Repository, res catalog.Resource, m *snapshot.Manifest, params map[string]string) (string, error)
+}
+
+// DefaultSources returns the sources of every resource type this coffre
+// backs up.
+func DefaultSources() map[string]Source {
+	return map[string]Source{
+		"filesystem": Filesystem{},
+		"redis":      Adapted{Adapter: redis.Adapter{}},
+	}
 }
 
 // permanentError marks an error that retrying cannot fix.
