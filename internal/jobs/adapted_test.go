@@ -92,4 +92,3 @@ func TestRedisBackupAndRestoreJobs(t *testing.T) {
 		t.Fatalf("backup with a wrong password: %+v", got)
 	}
 }
-
