@@ -203,6 +203,24 @@ func short(id string) string {
 	return id
 }
 
+// startJob opens the control plane, starts a job with start, prints it and
+// turns its end state into the command's error.
+func (g *globals) startJob(ctx context.Context, f *clientFlags, start func(context.Context, controlPlane) (api.Job, error)) error {
+	cp, err := f.open(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	j, err := start(ctx, cp)
+	if err != nil {
+		return err
+	}
+	if err := g.printJob(j); err != nil {
+		return err
+	}
+	return jobError(j)
+}
+
 func cmdBackupStart(g *globals) *cobra.Command {
 	f := &clientFlags{}
 	var req api.BackupRequest
@@ -215,19 +233,9 @@ func cmdBackupStart(g *globals) *cobra.Command {
 			if req.Resource == "" || req.Vault == "" {
 				return withCode(exitUsage, errors.New("--resource and --vault are required"))
 			}
-			cp, err := f.open(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer cp.Close()
-			j, err := cp.StartBackup(cmd.Context(), req, !noWait)
-			if err != nil {
-				return err
-			}
-			if err := g.printJob(j); err != nil {
-				return err
-			}
-			return jobError(j)
+			return g.startJob(cmd.Context(), f, func(ctx context.Context, cp controlPlane) (api.Job, error) {
+				return cp.StartBackup(ctx, req, !noWait)
+			})
 		},
 	}
 	f.register(c)
@@ -264,19 +272,9 @@ func cmdRestoreStart(g *globals) *cobra.Command {
 				}
 				req.TargetSettings = ts
 			}
-			cp, err := f.open(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer cp.Close()
-			j, err := cp.StartRestore(cmd.Context(), req, !noWait)
-			if err != nil {
-				return err
-			}
-			if err := g.printJob(j); err != nil {
-				return err
-			}
-			return jobError(j)
+			return g.startJob(cmd.Context(), f, func(ctx context.Context, cp controlPlane) (api.Job, error) {
+				return cp.StartRestore(ctx, req, !noWait)
+			})
 		},
 	}
 	f.register(c)

@@ -39,6 +39,27 @@ resource "filesystem" "documents" {
 }
 `
 
+// applyDev applies devHCL (a new vault directory, src as the file system)
+// to cat.
+func applyDev(t *testing.T, cat catalog.Catalog, src string) {
+	t.Helper()
+	cfg, diags := config.Parse([]byte(fmt.Sprintf(devHCL, filepath.Join(t.TempDir(), "vault"), src)), "dev.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	res, diags := cfg.Expand()
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	p, err := apply.Diff(context.Background(), cat, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apply.Apply(context.Background(), cat, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type testServer struct {
 	passes atomic.Int64 // lifecycle passes finished
 	t      *testing.T
@@ -57,22 +78,8 @@ func startServer(t *testing.T, start time.Time, withLifecycle bool) *testServer 
 	}
 	src := t.TempDir()
 	testutil.WriteFiles(t, src, map[string][]byte{"report.txt": []byte("quarterly"), "data/blob": testutil.RandomBytes(7, 100_000)})
-	cfg, diags := config.Parse([]byte(fmt.Sprintf(devHCL, filepath.Join(t.TempDir(), "vault"), src)), "dev.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	res, diags := cfg.Expand()
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
+	applyDev(t, cat, src)
 	ctx := context.Background()
-	p, err := apply.Diff(ctx, cat, res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := apply.Apply(ctx, cat, p); err != nil {
-		t.Fatal(err)
-	}
 	vaults := &jobs.Opener{Keys: &jobs.Keyring{Dir: t.TempDir()}, Clock: clk}
 	runner := &jobs.Runner{Vaults: vaults, Owner: "srv", Poll: 10 * time.Millisecond, HeartbeatEvery: 50 * time.Millisecond}
 	sctx, cancel := context.WithCancel(ctx)
@@ -266,21 +273,7 @@ func TestTwoServersShareAPostgreSQLCatalog(t *testing.T) {
 	cat1, cat2 := open(), open()
 	src := t.TempDir()
 	testutil.WriteFiles(t, src, map[string][]byte{"a": testutil.RandomBytes(9, 50_000)})
-	cfg, diags := config.Parse([]byte(fmt.Sprintf(devHCL, filepath.Join(t.TempDir(), "vault"), src)), "dev.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	res, diags := cfg.Expand()
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	p, err := apply.Diff(ctx, cat1, res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := apply.Apply(ctx, cat1, p); err != nil {
-		t.Fatal(err)
-	}
+	applyDev(t, cat1, src)
 	keys := &jobs.Keyring{Dir: t.TempDir()}
 	v, err := cat1.GetVault(ctx, "accessweaver-dev-backup-vault")
 	if err != nil {
