@@ -15,6 +15,7 @@ import (
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/fs"
+	"github.com/coffre/coffre/internal/source/postgres"
 	"github.com/coffre/coffre/internal/source/redis"
 )
 
@@ -40,6 +41,7 @@ func DefaultSources() map[string]Source {
 	return map[string]Source{
 		"filesystem": Filesystem{},
 		"redis":      Adapted{Adapter: redis.Adapter{}},
+		"postgres":   Adapted{Adapter: postgres.Adapter{}},
 	}
 }
 

@@ -3,6 +3,7 @@ package archiver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -186,8 +187,10 @@ func (a *Archiver) BackupStreams(ctx context.Context, src snapshot.Source, fill 
 	s := &Streams{a: a, ctx: wctx, start: start, files: map[string]tree.Node{}}
 	err := fill(wctx, s)
 	a.stop()
-	if err == nil {
-		err = a.fatalErr()
+	if fe := a.fatalErr(); fe != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		// A storage error cancelled fill's context: report the cause, not
+		// the cancellation it led to.
+		err = fe
 	}
 	if err != nil {
 		a.r.Abort()

@@ -274,3 +274,30 @@ func TestStatsCountOnlyThisBackup(t *testing.T) {
 		t.Fatalf("first backup stored %d bytes, second (same data, same handle) %d bytes and %d blobs", m1.Stats.StoredAdded, m2.Stats.StoredAdded, m2.Stats.BlobsAdded)
 	}
 }
+
+func TestBackupStreamsReportsTheStorageErrorNotTheCancellation(t *testing.T) {
+	ctx := context.Background()
+	f := faulty.New(mem.New())
+	repo.TestInit(t, f, repo.TestInitOptions(), repo.Options{})
+	r := repo.TestOpen(t, f, repo.Options{})
+	errBackend := errors.New("injected: bucket unavailable")
+	f.FailSave(func(h blob.Handle) error {
+		if h.Kind == blob.KindData {
+			return errBackend
+		}
+		return nil
+	})
+	_, err := archiver.New(r, archiver.Options{}).BackupStreams(ctx, snapshot.Source{Type: "postgres"}, func(ctx context.Context, s *archiver.Streams) error {
+		// Like an adapter whose other streams stop on the cancelled
+		// context and which reports that first.
+		_ = s.AddBytes("data/a.copy", dumpData(12<<20))
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if !errors.Is(err, errBackend) {
+		t.Fatalf("err = %v, want the backend error", err)
+	}
+	if n := snapshots(t, r); n != 0 {
+		t.Fatalf("%d recovery points after a storage failure", n)
+	}
+}

@@ -213,18 +213,18 @@ func (f *files) dir(p string) (*tree.Tree, error) {
 	return t, nil
 }
 
-// open returns a verifying reader of the file at p and its size.
-func (f *files) open(ctx context.Context, p string) (io.Reader, int64, error) {
+// open returns a verifying reader of the file at p.
+func (f *files) open(ctx context.Context, p string) (io.Reader, error) {
 	t, err := f.dir(path.Dir(p))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	n := t.Find(path.Base(p))
 	if n == nil {
-		return nil, 0, fmt.Errorf("%s: %w", p, os.ErrNotExist)
+		return nil, fmt.Errorf("%s: %w", p, os.ErrNotExist)
 	}
 	if n.Type != tree.TypeFile {
-		return nil, 0, fmt.Errorf("%s is a %s, not a file", p, n.Type)
+		return nil, fmt.Errorf("%s is a %s, not a file", p, n.Type)
 	}
-	return stream.NewReader(ctx, f.r, n), int64(n.Size), nil
+	return stream.NewReader(ctx, f.r, n), nil
 }

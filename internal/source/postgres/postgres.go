@@ -32,9 +32,11 @@
 //     to the next, so the vault deduplicates them; a table without a primary
 //     key is copied in physical order (recorded as such in meta.json), which
 //     deduplicates less well where rows are updated. Generated columns are
-//     left out (the restore recomputes them). The row count of each table is
-//     the number of rows in its COPY stream (text format: one newline per
-//     row), hence exactly the snapshot's.
+//     left out (the restore recomputes them). Sessions run with row_security
+//     off: a table whose rows a policy would hide from the backup's role
+//     fails the backup rather than being copied in part. The row count of
+//     each table is the number of rows in its COPY stream (text format: one
+//     newline per row), hence exactly the snapshot's.
 //  4. Large objects are streamed by the workers into lobs/<oid> with
 //     lo_get(oid, offset, length) in the snapshot; their metadata (owner,
 //     privileges) is in the schema. Sequence values (read after the snapshot
@@ -48,6 +50,17 @@
 //     database dropped), the backup fails. meta.json (see Meta) is written
 //     last. Any failed COPY, lost connection or failed pg_dump makes its
 //     stream's Add fail, and BackupStreams commits nothing.
+//
+// A recovery point's files:
+//
+//	meta.json                      Meta: versions, encoding, locale, tables and their row counts, sequences, warnings
+//	schema.pgdump                  pg_dump custom archive, pre-data and post-data sections
+//	data/<schema>.<table>.copy     COPY text of one table ('%', '/', '.' in names escaped as %XX)
+//	lobs/<oid>                     content of one large object
+//	roles.sql                      pg_dumpall --roles-only --no-role-passwords (roles=true)
+//
+// Servers from PostgreSQL 9.6 on are supported (tested with 15); pg_dump
+// must be at least as new as the server.
 //
 // Connections: the settings are host, port (5432), user, database
 // (required), password (a reference, "env:NAME" or "file:PATH", read with
@@ -260,6 +273,9 @@ func connect(ctx context.Context, s settings, password, db, app string, params m
 	}
 	set("application_name", app)
 	set("standard_conforming_strings", "on")
+	// The server's default is the database's encoding: ask for UTF-8, so
+	// that names and COPY text are UTF-8 whatever the database's encoding.
+	set("client_encoding", "UTF8")
 	for k, v := range params {
 		set(k, v)
 	}
@@ -275,7 +291,7 @@ func connectError(s settings, db string, err error) error {
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000"):
-		return hint.With(e, "check the user setting and the password its reference (env:NAME or file:PATH) points to")
+		return hint.With(fmt.Errorf("%w: %w", source.ErrAuth, e), "check the user setting and the password its reference (env:NAME or file:PATH) points to")
 	case errors.As(err, &pe) && pe.Code == "3D000":
 		return hint.With(e, "check the database setting: the database does not exist (or was dropped)")
 	case errors.As(err, &pe):
@@ -300,7 +316,7 @@ func sessionParams(encoding string) map[string]string {
 		"idle_in_transaction_session_timeout": "0",
 	}
 	// A SQL_ASCII database holds bytes in no particular encoding: read and
-	// write them unconverted.
+	// write them unconverted (UTF8 otherwise, see connect).
 	if encoding == "SQL_ASCII" {
 		p["client_encoding"] = "SQL_ASCII"
 	}
@@ -408,13 +424,10 @@ func toolError(name string, err error, stderr *tail, secret string) error {
 	return e
 }
 
-// runTool runs a client program to its end with stdin as its input.
-func runTool(ctx context.Context, path string, args, env []string, stdin *os.File, secret string) error {
+// runTool runs a client program to its end.
+func runTool(ctx context.Context, path string, args, env []string, secret string) error {
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = env
-	if stdin != nil {
-		cmd.Stdin = stdin
-	}
 	var stderr tail
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second

@@ -1,0 +1,495 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/source"
+)
+
+// userNamespace selects the namespaces n that hold user objects.
+const userNamespace = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'`
+
+// notExtensionMember excludes the relations c created by an extension
+// (CREATE EXTENSION creates them again).
+const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+	WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')`
+
+// lobPiece is how much of a large object is read or written at a time.
+const lobPiece = 1 << 20
+
+var snapshotID = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
+
+// testHookCopy, when set, is called by a backup worker when the first bytes
+// of a table's COPY stream arrive (tests kill connections there).
+var testHookCopy func(schema, table string)
+
+const lostHint = "sessions were terminated or the database dropped during the backup; nothing was stored: run the backup again"
+
+// errStopped ends a COPY whose stream was abandoned.
+var errStopped = errors.New("stream abandoned")
+
+type backup struct {
+	s         settings
+	pw        string
+	parallel  int
+	pgDump    string
+	pgDumpall string
+	coord     *pgx.Conn
+	meta      Meta
+	roles     []byte
+}
+
+// Backup stores one recovery point of the database c names (see the package
+// documentation).
+func (a Adapter) Backup(ctx context.Context, arch *archiver.Archiver, c source.Conn) (*snapshot.Manifest, error) {
+	s, err := parseSettings(c)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := c.Secret("password")
+	if err != nil {
+		return nil, err
+	}
+	b := &backup{s: s, pw: pw, parallel: a.Parallel}
+	if b.parallel <= 0 {
+		b.parallel = 2
+	}
+	if b.pgDump, err = a.tool("pg_dump"); err != nil {
+		return nil, err
+	}
+	if s.roles {
+		if b.pgDumpall, err = a.tool("pg_dumpall"); err != nil {
+			return nil, err
+		}
+	}
+	defer closeConn(b.coord)
+	if err := b.prepare(ctx); err != nil {
+		return nil, fmt.Errorf("back up PostgreSQL database %s: %w", s.database, err)
+	}
+	src := snapshot.Source{Type: "postgres", Resource: c.Resource}
+	return arch.BackupStreams(ctx, src, func(ctx context.Context, st *archiver.Streams) error {
+		if err := b.fill(ctx, st); err != nil {
+			return fmt.Errorf("database %s: %w", s.database, err)
+		}
+		return nil
+	})
+}
+
+// prepare opens the coordinator's transaction, exports its snapshot, reads
+// what the snapshot holds and locks the tables.
+func (b *backup) prepare(ctx context.Context) error {
+	out, err := exec.CommandContext(ctx, b.pgDump, "--version").Output()
+	if err != nil {
+		return hint.With(fmt.Errorf("run %s --version: %w", b.pgDump, err), "check BinDir and the PostgreSQL client installation")
+	}
+	b.meta = Meta{Format: MetaFormat, PgDump: strings.TrimSpace(string(out)), Schema: schemaPath,
+		Tables: []Table{}, Sequences: []Sequence{}, LargeObjects: []LargeObject{}}
+
+	if b.coord, err = connect(ctx, b.s, b.pw, "", appBackup, sessionParams("")); err != nil {
+		return err
+	}
+	c := b.coord
+	if _, err := c.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return fmt.Errorf("begin the snapshot transaction: %w", err)
+	}
+	m := &b.meta
+	var snapTime time.Time
+	err = c.QueryRow(ctx, `SELECT pg_catalog.pg_export_snapshot(), pg_catalog.now(),
+		pg_catalog.current_setting('server_version'), pg_catalog.current_setting('server_version_num')::int,
+		pg_catalog.current_database()::text, pg_catalog.pg_encoding_to_char(d.encoding)::text, d.datcollate::text, d.datctype::text
+		FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`).
+		Scan(&m.Snapshot, &snapTime, &m.ServerVersion, &m.ServerVersionNum, &m.Database, &m.Encoding, &m.Collate, &m.Ctype)
+	if err != nil {
+		return fmt.Errorf("export a snapshot: %w", err)
+	}
+	if !snapshotID.MatchString(m.Snapshot) {
+		return fmt.Errorf("unexpected snapshot id %q", m.Snapshot)
+	}
+	m.Time = snapTime.UTC()
+	if m.ServerVersionNum >= 150000 {
+		loc := "daticulocale"
+		if m.ServerVersionNum >= 170000 {
+			loc = "datlocale"
+		}
+		err = c.QueryRow(ctx, `SELECT d.datlocprovider::text, coalesce(d.`+loc+`::text, '')
+			FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`).Scan(&m.LocaleProvider, &m.Locale)
+		if err != nil {
+			return fmt.Errorf("read the database's locale: %w", err)
+		}
+	}
+	if err := b.listTables(ctx); err != nil {
+		return err
+	}
+	if err := b.lockTables(ctx); err != nil {
+		return err
+	}
+	if err := b.readSequences(ctx); err != nil {
+		return err
+	}
+	rows, err := c.Query(ctx, "SELECT oid FROM pg_catalog.pg_largeobject_metadata ORDER BY oid")
+	if err != nil {
+		return fmt.Errorf("list large objects: %w", err)
+	}
+	oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return fmt.Errorf("list large objects: %w", err)
+	}
+	for _, oid := range oids {
+		m.LargeObjects = append(m.LargeObjects, LargeObject{OID: oid, Path: lobPath(oid)})
+	}
+	if b.s.roles {
+		b.dumpRoles(ctx)
+	} else {
+		m.Roles = Roles{Reason: "not requested (setting roles=true includes them)"}
+	}
+	return nil
+}
+
+// listTables reads the tables to copy, biggest first, and warns about the
+// data it leaves out.
+func (b *backup) listTables(ctx context.Context) error {
+	gen := "true"
+	if b.meta.ServerVersionNum >= 120000 {
+		gen = "a.attgenerated = ''"
+	}
+	rows, err := b.coord.Query(ctx, `SELECT n.nspname::text, c.relname::text, pg_catalog.pg_table_size(c.oid),
+		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND `+gen+`), '{}'),
+		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord) FROM pg_catalog.pg_index i
+			CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND `+userNamespace+` AND `+notExtensionMember)
+	if err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	type listed struct {
+		t    Table
+		size int64
+	}
+	var ts []listed
+	for rows.Next() {
+		var l listed
+		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.t.Columns, &l.t.OrderBy); err != nil {
+			rows.Close()
+			return fmt.Errorf("list tables: %w", err)
+		}
+		l.t.Path = tablePath(l.t.Schema, l.t.Name)
+		ts = append(ts, l)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	sort.SliceStable(ts, func(i, j int) bool {
+		if ts[i].size != ts[j].size {
+			return ts[i].size > ts[j].size
+		}
+		return ts[i].t.Path < ts[j].t.Path
+	})
+	var physical []string
+	for _, l := range ts {
+		b.meta.Tables = append(b.meta.Tables, l.t)
+		if len(l.t.OrderBy) == 0 {
+			physical = append(physical, l.t.String())
+		}
+	}
+	if len(physical) > 0 {
+		b.meta.Warnings = append(b.meta.Warnings, fmt.Sprintf(
+			"tables without a primary key are copied in physical order and deduplicate less well where rows change: %s",
+			strings.Join(physical, ", ")))
+	}
+	rows, err = b.coord.Query(ctx, `SELECT e.extname::text || ': ' || c.oid::pg_catalog.regclass::text
+		FROM pg_catalog.pg_extension e CROSS JOIN LATERAL pg_catalog.unnest(e.extconfig) AS x(oid)
+		JOIN pg_catalog.pg_class c ON c.oid = x.oid WHERE c.relkind = 'r' ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("list extension configuration tables: %w", err)
+	}
+	ext, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list extension configuration tables: %w", err)
+	}
+	if len(ext) > 0 {
+		b.meta.Warnings = append(b.meta.Warnings, "rows added to extension configuration tables are not backed up: "+strings.Join(ext, ", "))
+	}
+	return nil
+}
+
+// lockTables takes ACCESS SHARE locks on every table, as pg_dump does, so
+// that none is dropped, truncated or rewritten before it is read.
+func (b *backup) lockTables(ctx context.Context) error {
+	if _, err := b.coord.Exec(ctx, "SET LOCAL lock_timeout = "+ql(b.s.lockWait)); err != nil {
+		return fmt.Errorf("lock_wait_timeout %q: %w", b.s.lockWait, err)
+	}
+	const batch = 200
+	for i := 0; i < len(b.meta.Tables); i += batch {
+		var names []string
+		for _, t := range b.meta.Tables[i:min(i+batch, len(b.meta.Tables))] {
+			names = append(names, t.qname())
+		}
+		if _, err := b.coord.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE"); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "55P03" {
+				return hint.With(fmt.Errorf("lock the tables: %w", err),
+					"another session holds an exclusive lock (ALTER TABLE, VACUUM FULL, a migration…): retry later or raise lock_wait_timeout")
+			}
+			return fmt.Errorf("lock the tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// readSequences records every sequence's state.
+func (b *backup) readSequences(ctx context.Context) error {
+	rows, err := b.coord.Query(ctx, `SELECT n.nspname::text, c.relname::text
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'S' AND `+userNamespace+` AND `+notExtensionMember+` ORDER BY 1, 2`)
+	if err != nil {
+		return fmt.Errorf("list sequences: %w", err)
+	}
+	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sequence, error) {
+		var s Sequence
+		return s, r.Scan(&s.Schema, &s.Name)
+	})
+	if err != nil {
+		return fmt.Errorf("list sequences: %w", err)
+	}
+	for i := range seqs {
+		s := &seqs[i]
+		if err := b.coord.QueryRow(ctx, "SELECT last_value, is_called FROM "+s.qname()).Scan(&s.LastValue, &s.IsCalled); err != nil {
+			return fmt.Errorf("read sequence %s.%s: %w", s.Schema, s.Name, err)
+		}
+	}
+	b.meta.Sequences = append(b.meta.Sequences, seqs...)
+	return nil
+}
+
+// dumpRoles reads the roles with pg_dumpall; a failure (a managed server
+// that hides them) is recorded in meta.json, not fatal.
+func (b *backup) dumpRoles(ctx context.Context) {
+	cmd := exec.CommandContext(ctx, b.pgDumpall, "--roles-only", "--no-role-passwords", "--no-password", "--database="+b.s.database)
+	cmd.Env = childEnv(b.s, b.pw, "", appBackup)
+	var out bytes.Buffer
+	var stderr tail
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		reason := toolError("pg_dumpall", err, &stderr, b.pw).Error()
+		b.meta.Roles = Roles{Reason: reason}
+		b.meta.Warnings = append(b.meta.Warnings, "roles not included: "+reason)
+		return
+	}
+	b.roles = out.Bytes()
+	b.meta.Roles = Roles{Included: true, Path: rolesPath}
+}
+
+// fill writes the streams: the schema, the tables and large objects in
+// parallel, then meta.json once the snapshot's transaction is known intact.
+func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
+	g := newGroup(ctx)
+	g.Go(func(ctx context.Context) error { return b.dumpSchema(ctx, st) })
+	if b.roles != nil {
+		g.Go(func(ctx context.Context) error { return st.AddBytes(rolesPath, b.roles) })
+	}
+	type job struct {
+		t *Table
+		l *LargeObject
+	}
+	jobs := make(chan job, len(b.meta.Tables)+len(b.meta.LargeObjects))
+	for i := range b.meta.Tables {
+		jobs <- job{t: &b.meta.Tables[i]}
+	}
+	for i := range b.meta.LargeObjects {
+		jobs <- job{l: &b.meta.LargeObjects[i]}
+	}
+	close(jobs)
+	params := sessionParams(b.meta.Encoding)
+	params["row_security"] = "off" // fail rather than silently miss rows hidden by a policy
+	for range min(b.parallel, len(jobs)) {
+		g.Go(func(ctx context.Context) error {
+			conn, err := connect(ctx, b.s, b.pw, "", appBackup, params)
+			if err != nil {
+				return err
+			}
+			defer closeConn(conn)
+			if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT "+ql(b.meta.Snapshot)); err != nil {
+				return hint.With(fmt.Errorf("import the backup's snapshot: %w", err), lostHint)
+			}
+			for j := range jobs {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if j.t != nil {
+					err = b.copyTable(ctx, conn, st, j.t)
+				} else {
+					err = b.copyLargeObject(ctx, conn, st, j.l)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		// When sessions are killed or the database dropped, the first error
+		// may come from any of them (a late snapshot import, pg_dump…): say
+		// what happened.
+		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if perr := b.coord.Ping(pctx); perr != nil {
+			return hint.With(fmt.Errorf("the backup's sessions were lost (%v): %w", perr, err), lostHint)
+		}
+		return err
+	}
+	if _, err := b.coord.Exec(ctx, "COMMIT"); err != nil {
+		return hint.With(fmt.Errorf("the backup's sessions were lost: the snapshot's transaction failed: %w", err), lostHint)
+	}
+	js, err := json.MarshalIndent(&b.meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	return st.AddBytes(metaPath, append(js, '\n'))
+}
+
+// dumpSchema streams pg_dump's archive of the schema into the vault.
+func (b *backup) dumpSchema(ctx context.Context, st *archiver.Streams) error {
+	args := []string{"--format=custom", "--compress=0", "--section=pre-data", "--section=post-data",
+		"--snapshot=" + b.meta.Snapshot, "--no-password"}
+	if b.s.lockWait != "0" {
+		args = append(args, "--lock-wait-timeout="+b.s.lockWait)
+	}
+	cmd := exec.CommandContext(ctx, b.pgDump, args...)
+	cmd.Env = childEnv(b.s, b.pw, "", appBackup)
+	var stderr tail
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return hint.With(fmt.Errorf("start pg_dump: %w", err), "check BinDir and the PostgreSQL client installation")
+	}
+	aerr := st.Add(schemaPath, out)
+	if aerr != nil {
+		_ = cmd.Process.Kill()
+	}
+	werr := cmd.Wait()
+	if aerr != nil {
+		return fmt.Errorf("store the schema: %w", aerr)
+	}
+	if werr != nil {
+		return fmt.Errorf("dump the schema: %w", toolError("pg_dump", werr, &stderr, b.pw))
+	}
+	return nil
+}
+
+// copyCounter counts the rows (newlines: COPY's text format escapes those
+// in values) and bytes of a COPY stream.
+type copyCounter struct {
+	w     io.Writer
+	first func()
+	rows  int64
+	bytes int64
+}
+
+func (c *copyCounter) Write(p []byte) (int, error) {
+	if c.first != nil {
+		f := c.first
+		c.first = nil
+		f()
+	}
+	n, err := c.w.Write(p)
+	c.rows += int64(bytes.Count(p[:n], []byte{'\n'}))
+	c.bytes += int64(n)
+	return n, err
+}
+
+// copyTable streams one table's rows into the vault.
+func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, t *Table) error {
+	if _, err := conn.Exec(ctx, "LOCK TABLE "+t.qname()+" IN ACCESS SHARE MODE NOWAIT"); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55P03" {
+			return hint.With(fmt.Errorf("lock table %s: %w", t, err),
+				"a session asked for an exclusive lock on it (ALTER TABLE, TRUNCATE, VACUUM FULL…) during the backup: retry when it is done")
+		}
+		return fmt.Errorf("lock table %s: %w", t, err)
+	}
+	pr, pw := io.Pipe()
+	cw := &copyCounter{w: pw}
+	if hook := testHookCopy; hook != nil {
+		cw.first = func() { hook(t.Schema, t.Name) }
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.PgConn().CopyTo(ctx, cw, t.copyOut())
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	aerr := st.Add(t.Path, pr)
+	pr.CloseWithError(errStopped)
+	cerr := <-done
+	switch {
+	case cerr != nil && !errors.Is(cerr, errStopped):
+		return fmt.Errorf("copy table %s: %w", t, cerr)
+	case aerr != nil:
+		return fmt.Errorf("store table %s: %w", t, aerr)
+	}
+	t.Rows, t.Bytes = cw.rows, cw.bytes
+	return nil
+}
+
+// copyLargeObject streams one large object into the vault.
+func (b *backup) copyLargeObject(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, l *LargeObject) error {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	var size int64
+	go func() {
+		var err error
+		for {
+			var piece []byte
+			if err = conn.QueryRow(ctx, "SELECT pg_catalog.lo_get($1, $2, $3)", l.OID, size, int32(lobPiece)).Scan(&piece); err != nil {
+				break
+			}
+			if len(piece) > 0 {
+				if _, err = pw.Write(piece); err != nil {
+					break
+				}
+			}
+			size += int64(len(piece))
+			if len(piece) < lobPiece {
+				break
+			}
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	aerr := st.Add(l.Path, pr)
+	pr.CloseWithError(errStopped)
+	cerr := <-done
+	switch {
+	case cerr != nil && !errors.Is(cerr, errStopped):
+		return fmt.Errorf("read large object %d: %w", l.OID, cerr)
+	case aerr != nil:
+		return fmt.Errorf("store large object %d: %w", l.OID, aerr)
+	}
+	l.Bytes = size
+	return nil
+}
