@@ -122,7 +122,8 @@ func (g *globals) demo(ctx context.Context, dir string) error {
 	ready, served := make(chan string, 1), make(chan error, 1)
 	sg := &globals{stdout: g.stdout, stderr: logf, log: g.log}
 	sf := &serverFlags{policyFlags: policyFlags{catalogDir: data}, listen: "127.0.0.1:0", workers: 2,
-		tick: server.DefaultTick, lifecycleEvery: server.DefaultLifecycleEvery, grace: jobs.DefaultShutdownGrace, logFormat: "text"}
+		tick: server.DefaultTick, lifecycleEvery: server.DefaultLifecycleEvery, grace: jobs.DefaultShutdownGrace, logFormat: "text",
+		perVault: jobs.DefaultLimits.PerVault, perResource: jobs.DefaultLimits.PerResource}
 	go func() { served <- sg.serve(sctx, sf, func(url string) { ready <- url }) }()
 	select {
 	case <-ready:

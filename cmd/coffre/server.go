@@ -42,6 +42,8 @@ type serverFlags struct {
 	lifecycleEvery time.Duration
 	grace          time.Duration
 	logFormat      string
+	perVault       int
+	perResource    int
 }
 
 func cmdServer(g *globals) *cobra.Command {
@@ -70,6 +72,8 @@ jobs get --shutdown-grace to finish and are requeued otherwise.`,
 	fl.DurationVar(&f.tick, "tick", server.DefaultTick, "how often the scheduler looks for due rules")
 	fl.DurationVar(&f.lifecycleEvery, "lifecycle-every", server.DefaultLifecycleEvery, "how often expired points are deleted and cold points moved")
 	fl.DurationVar(&f.grace, "shutdown-grace", jobs.DefaultShutdownGrace, "how long running jobs may finish on shutdown")
+	fl.IntVar(&f.perVault, "max-jobs-per-vault", jobs.DefaultLimits.PerVault, "running jobs per vault, counted over every server sharing the catalog")
+	fl.IntVar(&f.perResource, "max-jobs-per-resource", jobs.DefaultLimits.PerResource, "running jobs per resource, counted over every server sharing the catalog")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	return c
 }
@@ -110,7 +114,11 @@ func (g *globals) serve(ctx context.Context, f *serverFlags, ready func(url stri
 	}
 	clk := clock.Real{}
 	vaults := &jobs.Opener{Keys: keys, Clock: clk, Logger: log.With("component", "vault")}
-	runner := &jobs.Runner{Vaults: vaults, Workers: f.workers, ShutdownGrace: f.grace}
+	if f.workers < 1 || f.perVault < 1 || f.perResource < 1 {
+		return withCode(exitUsage, errors.New("--workers, --max-jobs-per-vault and --max-jobs-per-resource must be at least 1"))
+	}
+	runner := &jobs.Runner{Vaults: vaults, Workers: f.workers, ShutdownGrace: f.grace,
+		Limits: catalog.ClaimLimits{PerVault: f.perVault, PerResource: f.perResource}}
 	lc := &lifecycle.Worker{Cat: cat, Vaults: vaults, Clock: clk, Log: log.With("component", "lifecycle")}
 	cfg := server.Config{
 		Cat: cat, Runner: runner, Clock: clk, Log: log, Listen: f.listen,

@@ -64,7 +64,7 @@ func (p *plane) serve() string {
 	var logs bytes.Buffer
 	g := &globals{stdout: &bytes.Buffer{}, stderr: &logs}
 	g.log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	f := &serverFlags{policyFlags: policyFlags{catalogDir: p.data}, listen: "127.0.0.1:0", workers: 2, tick: 50e6, lifecycleEvery: 3600e9, grace: 1e9, logFormat: "json"}
+	f := &serverFlags{policyFlags: policyFlags{catalogDir: p.data}, listen: "127.0.0.1:0", workers: 2, tick: 50e6, lifecycleEvery: 3600e9, grace: 1e9, logFormat: "json", perVault: 2, perResource: 1}
 	go func() { done <- g.serve(ctx, f, func(url string) { ready <- url }) }()
 	var url string
 	select {
