@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,5 +164,24 @@ resource "postgres" "app" {
 	code, out, errs = runPolicy(t, "apply", "-f", hcl, "--catalog", dir, "--auto-approve")
 	if code != 0 || strings.Contains(out+errs, "s3cret-value") {
 		t.Fatalf("apply with the secret set: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestUnreachableCatalog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ln.Close() // nothing listens there now
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=coffre dbname=coffre sslmode=disable connect_timeout=2", addr.Port)
+	for _, args := range [][]string{
+		{"apply", "-f", productionHCL, "--catalog-dsn", dsn, "--auto-approve"},
+		{"server", "--catalog-dsn", dsn, "--listen", "127.0.0.1:0"},
+	} {
+		code, out, errs := runPolicy(t, args...)
+		if code != exitFailure || !strings.Contains(errs, fmt.Sprintf("cannot reach PostgreSQL at 127.0.0.1:%d", addr.Port)) || !strings.Contains(errs, "hint:") {
+			t.Errorf("coffre %s: exit %d\n%s%s", args[0], code, out, errs)
+		}
 	}
 }
