@@ -180,10 +180,12 @@ func TestPermanentErrorsFailAtOnce(t *testing.T) {
 	must(t, e.cat.PutResource(ctx, catalog.Resource{ID: "bad-path", Type: "filesystem", Settings: map[string]string{"path": "relative/dir"}}))
 	must(t, e.cat.PutResource(ctx, catalog.Resource{ID: "gone", Type: "filesystem", Settings: map[string]string{"path": "/nonexistent/coffre-test"}}))
 	must(t, e.cat.PutResource(ctx, catalog.Resource{ID: "pg", Type: "postgres"}))
+	must(t, e.cat.PutResource(ctx, catalog.Resource{ID: "ddb", Type: "dynamodb"}))
 	for _, c := range []struct{ res, want string }{
 		{"bad-path", "want an absolute path"},
 		{"gone", "does not exist"},
-		{"pg", `no adapter for type "postgres"`},
+		{"pg", "setting database is required"},
+		{"ddb", `no adapter for type "dynamodb"`},
 	} {
 		j := e.job(catalog.Job{Resource: c.res})
 		e.runOnce()

@@ -138,7 +138,7 @@ func (a Adapted) Backup(ctx context.Context, r *repo.Repository, res catalog.Res
 		return nil, Permanent(fmt.Errorf("resource %s is of type %s, not %s", res.ID, res.Type, a.Adapter.Type()))
 	}
 	m, err := a.Adapter.Backup(ctx, archiver.New(r, opts), conn(res))
-	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) {
+	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) {
 		return nil, Permanent(err)
 	}
 	return m, err
@@ -171,7 +171,7 @@ func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Re
 	target := conn(res).With(over)
 	out, err := a.Adapter.Restore(ctx, r, m, target, opts)
 	if err != nil {
-		if errors.Is(err, source.ErrTargetNotEmpty) || errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) {
+		if errors.Is(err, source.ErrTargetNotEmpty) || errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) {
 			return "", Permanent(err)
 		}
 		return "", err

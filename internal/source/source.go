@@ -127,6 +127,10 @@ var ErrSecretUnavailable = errors.New("secret unavailable")
 // password, unknown user); retrying does not help.
 var ErrAuth = errors.New("authentication failed")
 
+// ErrSettings is what adapters wrap invalid connection settings with (a
+// missing database, a bad port); retrying does not help.
+var ErrSettings = errors.New("invalid settings")
+
 // ErrTargetNotEmpty is returned (wrapped) by Restore when the target holds
 // data and Overwrite is off.
 var ErrTargetNotEmpty = errors.New("restore target is not empty")
@@ -146,6 +150,8 @@ var ErrTargetNotEmpty = errors.New("restore target is not empty")
 //   - Validate compares the target with what m recorded at backup time and
 //     runs checks; it reports mismatches in the Validation (OK false), and
 //     returns an error only when it cannot validate at all.
+//   - Invalid settings are reported wrapping ErrSettings, authentication
+//     failures wrapping ErrAuth, so that jobs fail them at once.
 //   - Secrets are read with Conn.Secret when needed and never logged,
 //     stored in manifests or put in error messages.
 type Adapter interface {

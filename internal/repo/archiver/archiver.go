@@ -347,6 +347,7 @@ func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node) {
 type fatalError struct{ err error }
 
 func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
 
 // readFile reads, chunks and saves one file. The chunks are saved by the
 // worker pool; readFile waits for all of them.

@@ -176,7 +176,7 @@ func parseSettings(c source.Conn) (settings, error) {
 		lockWait:    c.Settings["lock_wait_timeout"],
 	}
 	bad := func(format string, args ...any) (settings, error) {
-		return settings{}, hint.With(fmt.Errorf("resource %s: "+format, append([]any{c.Resource}, args...)...),
+		return settings{}, hint.With(fmt.Errorf("resource %s: "+format+": %w", append(append([]any{c.Resource}, args...), source.ErrSettings)...),
 			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles")
 	}
 	if s.database == "" {

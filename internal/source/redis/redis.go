@@ -145,7 +145,7 @@ func parseSettings(c source.Conn) (*settings, error) {
 	if p := c.Settings["port"]; p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n <= 0 || n > 65535 {
-			return nil, fmt.Errorf("resource %s: setting port %q: want a TCP port", c.Resource, p)
+			return nil, fmt.Errorf("resource %s: setting port %q: want a TCP port: %w", c.Resource, p, source.ErrSettings)
 		}
 		s.port = n
 	}
@@ -155,12 +155,12 @@ func parseSettings(c source.Conn) (*settings, error) {
 	case "true":
 		s.tls = true
 	default:
-		return nil, fmt.Errorf("resource %s: setting tls %q: want true or false", c.Resource, v)
+		return nil, fmt.Errorf("resource %s: setting tls %q: want true or false: %w", c.Resource, v, source.ErrSettings)
 	}
 	if v, ok := c.Settings["db"]; ok && v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("resource %s: setting db %q: want a database number (0, 1…)", c.Resource, v)
+			return nil, fmt.Errorf("resource %s: setting db %q: want a database number (0, 1…): %w", c.Resource, v, source.ErrSettings)
 		}
 		s.db, s.hasDB = n, true
 	}
