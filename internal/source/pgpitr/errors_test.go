@@ -21,12 +21,12 @@ import (
 // REPLICATION, a WAL gap, a target before the oldest base backup or after
 // the newest WAL.
 func TestRefusals(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
+	srv := StartTestServer(t)
+	db := srv.Super(t)
 	ctx := context.Background()
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("refusals")
+	c := srv.Conn("refusals")
 
 	t.Run("wrong password", func(t *testing.T) {
 		t.Setenv("COFFRE_TEST_PITR_WRONG", "not-the-password")
@@ -45,7 +45,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("role without REPLICATION", func(t *testing.T) {
-		srv.exec(t, "CREATE ROLE plain LOGIN PASSWORD '"+srv.password+"'")
+		srv.Exec(t, "CREATE ROLE plain LOGIN PASSWORD '"+srv.Password+"'")
 		_, err := BaseBackup(ctx, archiver.New(r, archiver.Options{}), c.With(map[string]string{"user": "plain"}))
 		if err == nil || !strings.Contains(hint.Of(err), "REPLICATION attribute") {
 			t.Fatalf("base backup as a role without REPLICATION: %v", err)
@@ -70,10 +70,10 @@ func TestRefusals(t *testing.T) {
 	stopStreamer(t, cancel, errc)
 	covered := w.Stats().CoveredUntil
 
-	newDir := func(t *testing.T) string { return filepath.Join(ownedTempDir(t), "data") }
+	newDir := func(t *testing.T) string { return filepath.Join(OwnedTempDir(t), "data") }
 	restore := func(t *testing.T, target time.Time) (string, error) {
 		dir := newDir(t)
-		stopRestored(t, dir)
+		StopRestored(t, dir)
 		_, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dir, Port: freePort(t), RunAs: "postgres", BinDir: pgBin})
 		return dir, err
 	}
@@ -145,9 +145,9 @@ func TestRefusals(t *testing.T) {
 // TestWALLevelMinimal: a server with wal_level=minimal (which needs
 // max_wal_senders = 0) cannot be backed up physically, and says why.
 func TestWALLevelMinimal(t *testing.T) {
-	srv := startServer(t, "wal_level = minimal", "max_wal_senders = 0")
+	srv := StartTestServer(t, "wal_level = minimal", "max_wal_senders = 0")
 	r, _ := repo.TestRepository(t)
-	_, err := BaseBackup(context.Background(), archiver.New(r, archiver.Options{}), srv.conn(""))
+	_, err := BaseBackup(context.Background(), archiver.New(r, archiver.Options{}), srv.Conn(""))
 	if err == nil || !strings.Contains(hint.Of(err), "wal_level = replica") {
 		t.Fatalf("base backup of a wal_level=minimal server: %v (hint %q)", err, hint.Of(err))
 	}

@@ -18,12 +18,12 @@ import (
 // starts a new one: it resumes where the vault's WAL ends (the slot kept
 // the WAL), so a restore across the pause finds no gap.
 func TestStreamerResumes(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
+	srv := StartTestServer(t)
+	db := srv.Super(t)
 	ctx := context.Background()
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL); GRANT SELECT ON items TO "+srv.user)
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL); GRANT SELECT ON items TO "+srv.User)
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("resume")
+	c := srv.Conn("resume")
 	baseBackup(t, r, c)
 
 	w1, errc, cancel := startStreamer(t, r, c)
@@ -59,8 +59,8 @@ func TestStreamerResumes(t *testing.T) {
 		t.Fatalf("no WAL point starts at %s, where the first streamer stopped", stopped)
 	}
 
-	dataDir := filepath.Join(ownedTempDir(t), "data")
-	stopRestored(t, dataDir)
+	dataDir := filepath.Join(OwnedTempDir(t), "data")
+	StopRestored(t, dataDir)
 	port := freePort(t)
 	if _, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin}); err != nil {
 		t.Fatalf("restore across the streamer's pause: %v", err)
@@ -73,18 +73,18 @@ func TestStreamerResumes(t *testing.T) {
 // TestTablespace restores a server with a second tablespace: its files go
 // beside the new data directory, never into the source's tablespace.
 func TestTablespace(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
+	srv := StartTestServer(t)
+	db := srv.Super(t)
 	ctx := context.Background()
-	tsDir := filepath.Join(ownedTempDir(t), "ts")
-	if out, err := asPostgres("mkdir", "-m", "0700", tsDir).CombinedOutput(); err != nil {
+	tsDir := filepath.Join(OwnedTempDir(t), "ts")
+	if out, err := AsPostgres("mkdir", "-m", "0700", tsDir).CombinedOutput(); err != nil {
 		t.Fatalf("mkdir %s: %v %s", tsDir, err, out)
 	}
-	srv.exec(t, fmt.Sprintf("CREATE TABLESPACE extra LOCATION '%s'", tsDir))
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL) TABLESPACE extra; GRANT SELECT ON items TO "+srv.user)
+	srv.Exec(t, fmt.Sprintf("CREATE TABLESPACE extra LOCATION '%s'", tsDir))
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL) TABLESPACE extra; GRANT SELECT ON items TO "+srv.User)
 	insertSet(t, db, "A", 1, 500)
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("ts")
+	c := srv.Conn("ts")
 	_, meta := baseBackup(t, r, c)
 	if len(meta.Tablespaces) != 1 || meta.Tablespaces[0].Location != tsDir {
 		t.Fatalf("base backup tablespaces %+v, want one at %s", meta.Tablespaces, tsDir)
@@ -98,8 +98,8 @@ func TestTablespace(t *testing.T) {
 	stopStreamer(t, cancel, errc)
 	target := w.Stats().CoveredUntil
 
-	dataDir := filepath.Join(ownedTempDir(t), "data")
-	stopRestored(t, dataDir)
+	dataDir := filepath.Join(OwnedTempDir(t), "data")
+	StopRestored(t, dataDir)
 	port := freePort(t)
 	if _, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin}); err != nil {
 		t.Fatalf("restore: %v", err)
@@ -107,7 +107,7 @@ func TestTablespace(t *testing.T) {
 	if got, want := restoredSets(t, srv, port), "A:500:1-500 B:500:501-1000"; got != want {
 		t.Fatalf("restored rows %s, want %s", got, want)
 	}
-	rc, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable", port, srv.user, srv.password))
+	rc, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable", port, srv.User, srv.Password))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,12 +148,12 @@ func slotRestartLSN(t *testing.T, db *pgx.Conn, slot string) LSN {
 // slot does not move past what the vault holds); once unlocked, it catches
 // up.
 func TestStreamerWaitsForVault(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
+	srv := StartTestServer(t)
+	db := srv.Super(t)
 	ctx := context.Background()
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("locked")
+	c := srv.Conn("locked")
 	baseBackup(t, r, c)
 	w, errc, cancel := startStreamer(t, r, c)
 	insertSet(t, db, "A", 1, 100)
@@ -192,7 +192,7 @@ func TestStreamerWaitsForVault(t *testing.T) {
 // TestBaseBackupInterrupted: a base backup cut off mid-stream commits
 // nothing.
 func TestBaseBackupInterrupted(t *testing.T) {
-	srv := startServer(t)
+	srv := StartTestServer(t)
 	r, _ := repo.TestRepository(t)
 	prog := &archiver.Progress{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -203,7 +203,7 @@ func TestBaseBackupInterrupted(t *testing.T) {
 		}
 		cancel()
 	}()
-	m, err := BaseBackup(ctx, archiver.New(r, archiver.Options{Progress: prog}), srv.conn(""))
+	m, err := BaseBackup(ctx, archiver.New(r, archiver.Options{Progress: prog}), srv.Conn(""))
 	if err == nil {
 		t.Fatalf("base backup cancelled mid-stream committed %s", m.ID.Short())
 	}
@@ -216,11 +216,11 @@ func TestBaseBackupInterrupted(t *testing.T) {
 // TestStreamerServerStops: when the server goes away, the streamer commits
 // the WAL it received before returning the error.
 func TestStreamerServerStops(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
+	srv := StartTestServer(t)
+	db := srv.Super(t)
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL)")
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("stops")
+	c := srv.Conn("stops")
 	baseBackup(t, r, c)
 	w := &WALStreamer{Repo: r, Conn: c, FlushEvery: time.Hour} // commits only when a segment is full
 	ctx, cancel := context.WithCancel(context.Background())
@@ -236,7 +236,7 @@ func TestStreamerServerStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if out, err := asPostgres(filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(srv.dir, "data"), "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
+	if out, err := AsPostgres(filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(srv.Dir, "data"), "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
 		t.Fatalf("stop the server: %v %s", err, out)
 	}
 	select {

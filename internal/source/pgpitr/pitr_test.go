@@ -62,14 +62,14 @@ func stopStreamer(t *testing.T, cancel context.CancelFunc, errc <-chan error) {
 // TestPointInTimeRestore is the demonstration: rows A, base backup,
 // rows B, time T, rows C; the restore to T holds exactly A and B.
 func TestPointInTimeRestore(t *testing.T) {
-	srv := startServer(t)
-	db := srv.super(t)
+	srv := StartTestServer(t)
+	db := srv.Super(t)
 	ctx := context.Background()
-	srv.exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL); GRANT SELECT ON items TO "+srv.user)
+	srv.Exec(t, "CREATE TABLE items (id int PRIMARY KEY, set text NOT NULL); GRANT SELECT ON items TO "+srv.User)
 	insertSet(t, db, "A", 1, 1000)
 
 	r, _ := repo.TestRepository(t)
-	c := srv.conn("pitr_test")
+	c := srv.Conn("pitr_test")
 	base, meta := baseBackup(t, r, c)
 	if base.Source.Type != TypeBase || meta.SystemID == "" || meta.Timeline != 1 || meta.EndLSN <= meta.StartLSN ||
 		meta.SegmentSize != 16<<20 || !strings.HasPrefix(meta.ServerVersion, "15") || meta.EndTime.Before(meta.StartTime) {
@@ -111,9 +111,9 @@ func TestPointInTimeRestore(t *testing.T) {
 		t.Fatalf("streamer stats %+v: want ≥ 2 points up to %s covering %s", st, end, target)
 	}
 
-	dir := ownedTempDir(t)
+	dir := OwnedTempDir(t)
 	dataDir := filepath.Join(dir, "data")
-	stopRestored(t, dataDir)
+	StopRestored(t, dataDir)
 	port := freePort(t)
 	res, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin})
 	if err != nil {
@@ -136,7 +136,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	// (keepalives): PostgreSQL finds no commit after it and the restore
 	// recovers to the end of the WAL, which is the state at that time.
 	dataDir2 := filepath.Join(dir, "data2")
-	stopRestored(t, dataDir2)
+	StopRestored(t, dataDir2)
 	port2 := freePort(t)
 	res2, err := RestoreToTime(ctx, r, st.CoveredUntil, RestoreOptions{DataDir: dataDir2, Port: port2, RunAs: "postgres", BinDir: pgBin})
 	if err != nil {
@@ -150,10 +150,10 @@ func TestPointInTimeRestore(t *testing.T) {
 
 // restoredSets summarises the items of a restored server, which must have
 // promoted and accept writes.
-func restoredSets(t *testing.T, srv *testServer, port int) string {
+func restoredSets(t *testing.T, srv *TestServer, port int) string {
 	t.Helper()
 	ctx := context.Background()
-	rc, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable", port, srv.user, srv.password))
+	rc, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable", port, srv.User, srv.Password))
 	if err != nil {
 		t.Fatalf("connect to the restored server: %v", err)
 	}

@@ -47,6 +47,10 @@ type WALStreamer struct {
 	// Lifecycle and Tags are recorded in each point's manifest.
 	Lifecycle *snapshot.Lifecycle
 	Log       *slog.Logger
+	// OnCommit, when set, is called with each committed point (the control
+	// plane registers it in its catalog); an error is logged, not fatal: the
+	// point is safe in the vault and a catalog rebuild finds it.
+	OnCommit func(m *snapshot.Manifest) error
 
 	mu    sync.Mutex
 	stats WALStats
@@ -215,6 +219,11 @@ func (w *WALStreamer) Run(ctx context.Context) error {
 		}
 		w.mu.Unlock()
 		w.log().Debug("WAL committed", "resource", s.resource, "point", committed.ID.Short(), "start", m.StartLSN.String(), "end", m.EndLSN.String())
+		if w.OnCommit != nil {
+			if err := w.OnCommit(committed); err != nil {
+				w.log().Warn("WAL point committed but not registered", "resource", s.resource, "point", committed.ID.Short(), "err", err)
+			}
+		}
 		confirmed = p.end
 		*p = pending{start: p.end, end: p.end, covered: m.CoveredUntil, prevCovered: m.CoveredUntil, lastCommit: now}
 		// Only now may the server recycle the WAL up to confirmed.
