@@ -253,12 +253,15 @@ func cmdRestoreStart(g *globals) *cobra.Command {
 	var noWait bool
 	var targetSettings []string
 	c := &cobra.Command{
-		Use:   "start --vault NAME --recovery-point ID --target DIR",
+		Use:   "start --vault NAME --recovery-point ID --target DIR | --vault NAME --resource ID --to-time T --target-setting data_dir=DIR --target-setting port=P",
 		Short: "Start a restore job of a recovery point in the catalog (through the server, or in this process without one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if req.Vault == "" || req.RecoveryPoint == "" || (req.Target == "" && len(targetSettings) == 0) {
+			if req.ToTime == "" && (req.Vault == "" || req.RecoveryPoint == "" || (req.Target == "" && len(targetSettings) == 0)) {
 				return withCode(exitUsage, errors.New("--vault, --recovery-point and --target (or --target-setting for a database) are required"))
+			}
+			if req.ToTime != "" && (req.Vault == "" || req.Resource == "" || len(targetSettings) == 0) {
+				return withCode(exitUsage, errors.New("--to-time needs --vault, --resource and --target-setting data_dir=DIR --target-setting port=PORT"))
 			}
 			if req.Target != "" {
 				if abs, err := filepath.Abs(req.Target); err == nil {
@@ -282,6 +285,8 @@ func cmdRestoreStart(g *globals) *cobra.Command {
 	c.Flags().StringVar(&req.RecoveryPoint, "recovery-point", "", "recovery point id (at least 8 characters)")
 	c.Flags().StringVar(&req.Target, "target", "", "directory to restore into, new or empty (on the server's machine)")
 	c.Flags().StringVar(&req.Path, "path", "", "restore only this path of the recovery point")
+	c.Flags().StringVar(&req.ToTime, "to-time", "", "point-in-time restore of a PostgreSQL resource under a continuous-backup rule, e.g. 2026-11-25T14:03:00Z")
+	c.Flags().StringVar(&req.Resource, "resource", "", "with --to-time: the PostgreSQL resource")
 	c.Flags().StringArrayVar(&targetSettings, "target-setting", nil, "key=value overriding the resource's connection settings for a database target, e.g. database=app_restored (repeatable)")
 	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the server has queued the job")
 	return c

@@ -124,6 +124,7 @@ func (g *globals) serve(ctx context.Context, f *serverFlags, ready func(url stri
 		Cat: cat, Runner: runner, Clock: clk, Log: log, Listen: f.listen,
 		Handler: (&api.Server{Cat: cat, Clock: clk, Log: log.With("component", "api")}).Handler(),
 		Tick:    f.tick, LifecycleEvery: f.lifecycleEvery,
+		WAL: &jobs.WALSupervisor{Cat: cat, Vaults: vaults},
 		Lifecycle: func(ctx context.Context) error {
 			res, err := lc.RunOnce(ctx)
 			for _, e := range res.Errors {

@@ -330,6 +330,9 @@ func (s *Server) startRestore(c *call) (any, error) {
 // target (a new database, another instance). Its errors are *Error values
 // carrying the HTTP status.
 func NewRestoreJob(ctx context.Context, cat catalog.Catalog, now time.Time, req RestoreRequest) (catalog.Job, error) {
+	if req.ToTime != "" {
+		return newPITRJob(ctx, cat, now, req)
+	}
 	if req.Vault == "" || req.RecoveryPoint == "" || (req.Target == "" && len(req.TargetSettings) == 0) {
 		return catalog.Job{}, badRequest(`send {"vault": "<name>", "recovery_point": "<id>", "target": "/absolute/dir"} or "target_settings": {"database": "new_db"}`,
 			"a restore needs a vault, a recovery_point and a target (a directory, or target_settings for a database)")
@@ -519,4 +522,42 @@ func backupLifecycle(req BackupRequest, v catalog.Vault) (map[string]string, err
 		p["delete_after_days"] = strconv.Itoa(del)
 	}
 	return p, nil
+}
+
+// newPITRJob checks a point-in-time restore request and creates its job.
+func newPITRJob(ctx context.Context, cat catalog.Catalog, now time.Time, req RestoreRequest) (catalog.Job, error) {
+	at, err := time.Parse(time.RFC3339, req.ToTime)
+	if err != nil {
+		return catalog.Job{}, badRequest("write it like 2026-11-25T14:03:00Z", "to_time %q is not an RFC 3339 time", req.ToTime)
+	}
+	if req.Vault == "" || req.Resource == "" {
+		return catalog.Job{}, badRequest("", "a point-in-time restore needs a vault and a resource")
+	}
+	if at.After(now) {
+		return catalog.Job{}, badRequest("", "to_time %s is in the future", at.UTC().Format(time.RFC3339))
+	}
+	if _, err := cat.GetVault(ctx, req.Vault); err != nil {
+		return catalog.Job{}, notFound(err, "vault", req.Vault, "list vaults with GET /v1/vaults")
+	}
+	res, err := cat.GetResource(ctx, req.Resource)
+	if err != nil {
+		return catalog.Job{}, notFound(err, "resource", req.Resource, "list resources with GET /v1/resources")
+	}
+	if res.Type != "postgres" {
+		return catalog.Job{}, badRequest("", "point-in-time restore is for PostgreSQL resources under a continuous-backup rule; %s is %s", res.ID, res.Type)
+	}
+	dir, port := req.TargetSettings["data_dir"], req.TargetSettings["port"]
+	if dir == "" || !filepath.IsAbs(dir) || port == "" {
+		return catalog.Job{}, badRequest(`send "target_settings": {"data_dir": "/new/absolute/dir", "port": "5433"}`,
+			"a point-in-time restore needs a new data directory (absolute) and a port")
+	}
+	params := map[string]string{"to_time": at.UTC().Format(time.RFC3339)}
+	for k, v := range req.TargetSettings {
+		if catalog.IsSecretKey(k) && !strings.HasPrefix(v, "env:") && !strings.HasPrefix(v, "file:") {
+			return catalog.Job{}, badRequest(`write it as "env:NAME" or "file:PATH"`, "target setting %q must be a reference to the secret", k)
+		}
+		params["target."+k] = v
+	}
+	return cat.CreateJob(ctx, catalog.Job{Kind: catalog.KindRestore, State: catalog.StatePending, Vault: req.Vault, Resource: res.ID,
+		Params: params, CreatedAt: now})
 }

@@ -194,6 +194,12 @@ type RestoreRequest struct {
 	// database or service restore (e.g. {"database": "app_restored"});
 	// secrets only as references.
 	TargetSettings map[string]string `json:"target_settings,omitempty"`
+	// ToTime (RFC 3339) asks for a point-in-time restore of Resource, a
+	// PostgreSQL resource under a continuous-backup rule, into a new data
+	// directory (target_settings data_dir and port); RecoveryPoint is then
+	// not needed.
+	ToTime   string `json:"to_time,omitempty"`
+	Resource string `json:"resource,omitempty"`
 }
 
 // tp converts a time to its JSON form: nil when zero, else UTC.

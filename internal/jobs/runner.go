@@ -62,9 +62,12 @@ type Runner struct {
 	Cat     catalog.Catalog
 	Vaults  Vaults
 	Sources map[string]Source // by resource type; nil: DefaultSources()
-	Clock   clock.Clock       // default clock.Real{}
-	Log     *slog.Logger      // default slog.Default()
-	Owner   string            // this worker's id; default host-pid-random
+	// Physical backs up PostgreSQL resources under continuous-backup rules
+	// and restores them to a point in time.
+	Physical Physical
+	Clock    clock.Clock  // default clock.Real{}
+	Log      *slog.Logger // default slog.Default()
+	Owner    string       // this worker's id; default host-pid-random
 
 	Workers        int                 // jobs run at once by Run; default DefaultWorkers
 	Limits         catalog.ClaimLimits // zero: DefaultLimits
@@ -466,13 +469,15 @@ func (r *Runner) backup(ctx context.Context, j catalog.Job, v catalog.Vault, res
 	if j.Resource == "" {
 		return result{}, Permanent(errors.New("backup job has no resource"))
 	}
-	src, err := r.source(res)
+	lc, continuous, err := r.lifecycle(ctx, j)
 	if err != nil {
 		return result{}, err
 	}
-	lc, err := r.lifecycle(ctx, j)
-	if err != nil {
-		return result{}, err
+	var src Source = r.Physical
+	if !continuous || res.Type != "postgres" {
+		if src, err = r.source(res); err != nil {
+			return result{}, err
+		}
 	}
 	rp, lock, err := r.openLocked(ctx, v, "backup job "+j.ID)
 	if err != nil {
@@ -527,34 +532,37 @@ func (r *Runner) backup(ctx context.Context, j catalog.Job, v catalog.Vault, res
 }
 
 // lifecycle returns what the job's plan rule (or its params, for an
-// on-demand backup) says about keeping the point.
-func (r *Runner) lifecycle(ctx context.Context, j catalog.Job) (*snapshot.Lifecycle, error) {
+// on-demand backup) says about keeping the point, and whether the rule is a
+// continuous-backup rule.
+func (r *Runner) lifecycle(ctx context.Context, j catalog.Job) (*snapshot.Lifecycle, bool, error) {
 	lc := &snapshot.Lifecycle{Plan: j.Plan, Rule: j.Rule, Job: j.ID}
+	continuous := false
 	if j.Plan != "" {
 		p, err := r.Cat.GetPlan(ctx, j.Plan)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("plan of job: %w", err))
+			return nil, false, Permanent(fmt.Errorf("plan of job: %w", err))
 		}
 		found := false
 		for _, ru := range p.Rules {
 			if ru.Name == j.Rule {
 				lc.MoveToColdAfterDays, lc.DeleteAfterDays, found = ru.MoveToColdAfterDays, ru.DeleteAfterDays, true
+				continuous = ru.ContinuousBackup
 			}
 		}
 		if !found {
-			return nil, Permanent(fmt.Errorf("plan %s has no rule %q (changed since the job was created?)", j.Plan, j.Rule))
+			return nil, false, Permanent(fmt.Errorf("plan %s has no rule %q (changed since the job was created?)", j.Plan, j.Rule))
 		}
 	}
 	for k, dst := range map[string]*int{"delete_after_days": &lc.DeleteAfterDays, "move_to_cold_storage_after_days": &lc.MoveToColdAfterDays} {
 		if s, ok := j.Params[k]; ok {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 0 {
-				return nil, Permanent(fmt.Errorf("job param %s=%q is not a number of days", k, s))
+				return nil, false, Permanent(fmt.Errorf("job param %s=%q is not a number of days", k, s))
 			}
 			*dst = n
 		}
 	}
-	return lc, nil
+	return lc, continuous, nil
 }
 
 // parent finds the newest recovery point of the resource in the vault
@@ -598,6 +606,23 @@ func findJobPoint(ctx context.Context, rp *repo.Repository, jobID string) (*snap
 }
 
 func (r *Runner) restore(ctx context.Context, j catalog.Job, v catalog.Vault, res catalog.Resource) (result, error) {
+	if tt := j.Params["to_time"]; tt != "" && res.Type == "postgres" {
+		at, err := time.Parse(time.RFC3339, tt)
+		if err != nil {
+			return result{}, Permanent(fmt.Errorf("restore param to_time=%q: want an RFC 3339 time like 2026-11-25T14:03:00Z", tt))
+		}
+		rp, lock, err := r.openLocked(ctx, v, "restore job "+j.ID)
+		if err != nil {
+			return result{}, err
+		}
+		defer rp.Close()
+		defer lock.Unlock()
+		msg, err := r.Physical.RestoreToTime(ctx, rp, res, at, j.Params)
+		if err != nil {
+			return result{}, err
+		}
+		return result{state: catalog.StateCompleted, message: msg}, nil
+	}
 	id := j.Params["recovery_point"]
 	if id == "" {
 		return result{}, Permanent(errors.New("restore job has no recovery_point param"))

@@ -41,6 +41,9 @@ type Config struct {
 	// Lifecycle runs one lifecycle pass (expiry, garbage collection, cold
 	// storage); nil: none.
 	Lifecycle func(ctx context.Context) error
+	// WAL, when set, keeps the WAL streamers of continuous-backup rules
+	// running (ticked with the scheduler, stopped at shutdown).
+	WAL *jobs.WALSupervisor
 	// Ready is called once the API listens, with its address.
 	Ready func(addr string)
 	// Scheduler options.
@@ -134,6 +137,21 @@ func Run(ctx context.Context, cfg Config) error {
 			every(ctx, cfg.LifecycleEvery, func() {
 				if err := cfg.Lifecycle(ctx); err != nil && ctx.Err() == nil {
 					log.Error("lifecycle pass failed", "component", "lifecycle", "err", err)
+				}
+			})
+		}()
+	}
+	if cfg.WAL != nil {
+		if cfg.WAL.Log == nil {
+			cfg.WAL.Log = log.With("component", "wal")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cfg.WAL.Stop()
+			every(ctx, cfg.Tick, func() {
+				if err := cfg.WAL.Tick(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("WAL supervisor", "component", "wal", "err", err)
 				}
 			})
 		}()
