@@ -380,3 +380,39 @@ func TestStartBackupHonoursVaultLock(t *testing.T) {
 		t.Fatalf("retention inside the lock's bounds: %v", err)
 	}
 }
+
+func TestStartPointInTimeRestore(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := e.ctx
+	at := t0.Add(-time.Hour).UTC().Format(time.RFC3339)
+	ts := map[string]string{"data_dir": "/srv/pg-restored", "port": "5433"}
+	j, err := e.cl.StartRestore(ctx, RestoreRequest{Vault: "primary", Resource: resDB, ToTime: at, TargetSettings: ts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Kind != catalog.KindRestore || j.Resource != resDB || j.Params["to_time"] != at || j.Params["target.data_dir"] != "/srv/pg-restored" ||
+		j.Params["target.port"] != "5433" || j.Params["recovery_point"] != "" {
+		t.Fatalf("point-in-time restore job %+v", j)
+	}
+	for _, c := range []struct {
+		name   string
+		req    RestoreRequest
+		status int
+		msg    string
+	}{
+		{"bad time", RestoreRequest{Vault: "primary", Resource: resDB, ToTime: "yesterday", TargetSettings: ts}, 400, "RFC 3339"},
+		{"future", RestoreRequest{Vault: "primary", Resource: resDB, ToTime: t0.Add(time.Hour).Format(time.RFC3339), TargetSettings: ts}, 400, "future"},
+		{"not postgres", RestoreRequest{Vault: "primary", Resource: resDocs, ToTime: at, TargetSettings: ts}, 400, "PostgreSQL"},
+		{"no data dir", RestoreRequest{Vault: "primary", Resource: resDB, ToTime: at, TargetSettings: map[string]string{"port": "5433"}}, 400, "data directory"},
+		{"relative data dir", RestoreRequest{Vault: "primary", Resource: resDB, ToTime: at, TargetSettings: map[string]string{"data_dir": "x", "port": "1"}}, 400, "data directory"},
+		{"no resource", RestoreRequest{Vault: "primary", ToTime: at, TargetSettings: ts}, 400, "resource"},
+		{"unknown resource", RestoreRequest{Vault: "primary", Resource: "nope", ToTime: at, TargetSettings: ts}, 404, `resource "nope"`},
+		{"secret in clear", RestoreRequest{Vault: "primary", Resource: resDB, ToTime: at,
+			TargetSettings: map[string]string{"data_dir": "/x", "port": "1", "password": "hunter2"}}, 400, "reference"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.cl.StartRestore(ctx, c.req)
+			contains(t, "message", apiErr(t, err, c.status).Message, c.msg)
+		})
+	}
+}
