@@ -1,0 +1,163 @@
+#!/bin/bash
+# Issue 4's PostgreSQL logical benchmark, same machine, same run, cold-ish:
+#   a pgbench -i -s $SCALE database plus the events table of
+#   ../shared/bench/make_pgdump.sh, then
+#   backup:  coffre (backup job, in-process)  vs  pg_dump -Fc to a file  vs  pgbackrest full backup
+#   restore: coffre (restore job into a new database)  vs  pg_restore -j 2 from a -Fd dump
+#   day 2:   ~1% of rows changed in clustered runs (make_pgdump.sh's v2 changes), then
+#            what coffre's second backup stores  vs  what restic stores for the second plain dump
+# Prints a TSV of medians over -n runs and writes it to $OUT.
+#
+# Usage: bench/pg-logical.sh [-n RUNS] [-s SCALE]     (as root; ~10 GB free under $BENCH_WORK)
+#   COFFRE=path  the coffre binary (default: build bin/coffre)
+#   RESTIC=path  restic (default: restic on PATH)
+set -euo pipefail
+RUNS=3
+SCALE=${SCALE:-100}
+while getopts n:s: o; do case $o in n) RUNS=$OPTARG ;; s) SCALE=$OPTARG ;; *) exit 2 ;; esac; done
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/coffre-bench}/pglogical
+PGBIN=/usr/lib/postgresql/15/bin
+EVENTS=${EVENTS:-2770000}
+PORT=54339
+COFFRE=${COFFRE:-$HERE/bin/coffre}
+RESTIC=${RESTIC:-restic}
+OUT=${OUT:-$HERE/docs/bench-pg-$(date +%Y%m%d-%H%M).tsv}
+
+log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
+as_pg() { runuser -u postgres -- "$@"; }
+[ "$(id -u)" = 0 ] || { echo "run as root (PostgreSQL runs as the postgres user)" >&2; exit 1; }
+[ -x "$COFFRE" ] || (cd "$HERE" && go build -o "$COFFRE" ./cmd/coffre)
+command -v pgbackrest >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null
+command -v "$RESTIC" >/dev/null || { echo "restic not found (set RESTIC=)" >&2; exit 1; }
+
+mkdir -p "$WORK"
+chown postgres: "$WORK"
+DATA=$WORK/data SOCK=$WORK/sock
+PSQL="as_pg $PGBIN/psql -h $SOCK -p $PORT -U postgres -v ON_ERROR_STOP=1 -q -X"
+
+# ---------------------------------------------------------------- cluster
+if [ ! -f "$DATA/PG_VERSION" ]; then
+	log "initdb"
+	as_pg $PGBIN/initdb -D "$DATA" -U postgres --no-locale -E UTF8 >/dev/null
+	as_pg mkdir -p "$SOCK" "$WORK/pgbackrest"
+	cat >>"$DATA/postgresql.conf" <<-CONF
+		listen_addresses = '127.0.0.1'
+		unix_socket_directories = '$SOCK'
+		port = $PORT
+		shared_buffers = 1GB
+		maintenance_work_mem = 512MB
+		max_wal_size = 8GB
+		autovacuum = off
+		wal_level = replica
+		archive_mode = on
+		archive_command = 'pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench archive-push %p'
+	CONF
+	echo "host all all 127.0.0.1/32 trust" >>"$DATA/pg_hba.conf"
+fi
+cat >"$WORK/pgbackrest.conf" <<-CONF
+	[bench]
+	pg1-path=$DATA
+	pg1-socket-path=$SOCK
+	pg1-port=$PORT
+	[global]
+	repo1-path=$WORK/pgbackrest
+	repo1-retention-full=100
+	log-level-console=warn
+	start-fast=y
+	compress-type=lz4
+	process-max=2
+CONF
+chown postgres: "$WORK/pgbackrest.conf"
+as_pg $PGBIN/pg_ctl -D "$DATA" -l "$WORK/log" -w start >/dev/null
+trap 'as_pg $PGBIN/pg_ctl -D "$DATA" -m fast -w stop >/dev/null' EXIT
+
+if ! $PSQL -d bench -c "SELECT 1 FROM events LIMIT 1" >/dev/null 2>&1; then
+	log "creating bench: pgbench -i -s $SCALE + $EVENTS events"
+	$PSQL -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
+	as_pg $PGBIN/pgbench -h "$SOCK" -p $PORT -U postgres -i -s "$SCALE" -q bench >/dev/null 2>&1
+	# The events table exactly as ../shared/bench/make_pgdump.sh makes it.
+	sed -n '/^CREATE TABLE events/,/^VACUUM ANALYZE;/p' /work/shared/bench/make_pgdump.sh | sed "s/\$EVENTS/$EVENTS/g" |
+		{ echo "SELECT setseed(0.42);"; cat; } | $PSQL -d bench
+	as_pg pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+fi
+$PSQL -d bench -c "CHECKPOINT"
+DBSIZE=$($PSQL -d bench -At -c "SELECT pg_database_size('bench')")
+log "database bench: $((DBSIZE / 1048576)) MiB"
+
+# ---------------------------------------------------------------- coffre setup
+CDIR=$WORK/coffre
+rm -rf "$CDIR"
+mkdir -p "$CDIR"
+cat >"$CDIR/bench.hcl" <<-HCL
+	vault "bench" {
+	  location = "file://$CDIR/vault"
+	}
+	resource "postgres" "bench" {
+	  settings = { host = "127.0.0.1", port = "$PORT", user = "postgres", database = "bench", sslmode = "disable" }
+	}
+HCL
+export COFFRE_DATA_DIR=$CDIR/data
+"$COFFRE" apply -f "$CDIR/bench.hcl" --auto-approve >/dev/null
+RES=arn:coffre:postgres:::resource/bench
+
+cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# t CMD...: runs CMD with a cold cache, prints its wall seconds.
+t() {
+	cold
+	local s e
+	s=$(date +%s.%N)
+	"$@" >/dev/null
+	e=$(date +%s.%N)
+	echo "$e - $s" | bc
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A R
+add() { R[$1]="${R[$1]:-} $2"; }
+
+for run in $(seq "$RUNS"); do
+	log "run $run/$RUNS"
+	rm -f "$WORK/dump.fc"
+	add pg_dump_Fc "$(t as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fc -f "$WORK/dump.fc" bench)"
+	rm -rf "$WORK/dump.fd"
+	as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fd -j 2 -f "$WORK/dump.fd" bench
+	add pgbackrest_full "$(t as_pg pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full backup)"
+	rm -rf "$CDIR/vault" "$CDIR/data/catalog.db"* "$CDIR/data/keys"
+	"$COFFRE" apply -f "$CDIR/bench.hcl" --auto-approve >/dev/null
+	add coffre_backup "$(t "$COFFRE" backup start --resource "$RES" --vault bench)"
+	ID=$("$COFFRE" points list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+	$PSQL -c "DROP DATABASE IF EXISTS restored_pr" -c "DROP DATABASE IF EXISTS restored_co" -c "CREATE DATABASE restored_pr"
+	add pg_restore_j2 "$(t as_pg $PGBIN/pg_restore -h "$SOCK" -p $PORT -U postgres -j 2 -d restored_pr "$WORK/dump.fd")"
+	add coffre_restore "$(t "$COFFRE" restore start --vault bench --recovery-point "${ID:0:12}" --target-setting database=restored_co)"
+	$PSQL -c "DROP DATABASE restored_pr" -c "DROP DATABASE restored_co"
+done
+
+# ---------------------------------------------------------------- day 2
+log "day 2: ~1% of rows changed in clustered runs"
+V1=$(du -sb "$CDIR/vault" | cut -f1)
+as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fp bench >"$WORK/dump.v1.sql"
+sed -n '/^# v2:/,/^\$DUMP > "\$OUT\/dump.v2.sql"/p' /work/shared/bench/make_pgdump.sh | sed -n '/^SELECT setseed/,/^SQL$/p' | sed '$d' |
+	sed "s/\$SCALE/$SCALE/g; s/\$EVENTS/$EVENTS/g" | $PSQL -d bench
+as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fp bench >"$WORK/dump.v2.sql"
+"$COFFRE" backup start --resource "$RES" --vault bench >/dev/null
+V2=$(du -sb "$CDIR/vault" | cut -f1)
+export RESTIC_PASSWORD=bench
+rm -rf "$WORK/restic"
+"$RESTIC" init -r "$WORK/restic" -q
+"$RESTIC" -r "$WORK/restic" backup -q --stdin --stdin-filename dump.sql <"$WORK/dump.v1.sql"
+R1=$(du -sb "$WORK/restic" | cut -f1)
+"$RESTIC" -r "$WORK/restic" backup -q --stdin --stdin-filename dump.sql <"$WORK/dump.v2.sql"
+R2=$(du -sb "$WORK/restic" | cut -f1)
+
+{
+	printf 'metric\tvalue\n'
+	printf 'database_MiB\t%d\n' $((DBSIZE / 1048576))
+	for k in pg_dump_Fc pgbackrest_full coffre_backup pg_restore_j2 coffre_restore; do
+		printf '%s_s\t%s\n' "$k" "$(echo ${R[$k]} | tr ' ' '\n' | median)"
+	done
+	printf 'coffre_day2_adds_MB\t%.1f\n' "$(echo "($V2 - $V1) / 1000000" | bc -l)"
+	printf 'restic_day2_adds_MB\t%.1f\n' "$(echo "($R2 - $R1) / 1000000" | bc -l)"
+	printf 'coffre_version\t%s\n' "$(cd "$HERE" && git rev-parse --short HEAD)"
+	printf 'runs\t%d\n' "$RUNS"
+} | tee "$OUT"
