@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -401,6 +402,10 @@ func (b *backup) dumpSchema(ctx context.Context, st *archiver.Streams) error {
 	return nil
 }
 
+// copyBuffer is how much COPY output is gathered before it goes through the
+// pipe to the vault.
+const copyBuffer = 256 << 10
+
 // copyCounter counts the rows (newlines: COPY's text format escapes those
 // in values) and bytes of a COPY stream.
 type copyCounter struct {
@@ -433,13 +438,19 @@ func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Str
 		return fmt.Errorf("lock table %s: %w", t, err)
 	}
 	pr, pw := io.Pipe()
-	cw := &copyCounter{w: pw}
+	// PostgreSQL sends one CopyData message per row: batching them before
+	// the pipe turns millions of goroutine handoffs into a few thousand.
+	bw := bufio.NewWriterSize(pw, copyBuffer)
+	cw := &copyCounter{w: bw}
 	if hook := testHookCopy; hook != nil {
 		cw.first = func() { hook(t.Schema, t.Name) }
 	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := conn.PgConn().CopyTo(ctx, cw, t.copyOut())
+		if err == nil {
+			err = bw.Flush()
+		}
 		pw.CloseWithError(err)
 		done <- err
 	}()
