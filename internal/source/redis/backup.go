@@ -27,19 +27,11 @@ import (
 // Backup stores one recovery point of the server c names: every database
 // that holds keys, or only the one of the `db` setting. See the package doc.
 func (a Adapter) Backup(ctx context.Context, arch *archiver.Archiver, c source.Conn) (*snapshot.Manifest, error) {
-	s, err := parseSettings(c)
+	s, ctl, si, err := connect(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	ctl := s.client(0, 1)
 	defer ctl.Close()
-	if err := ctl.Ping(ctx).Err(); err != nil {
-		return nil, s.fail("connect", err)
-	}
-	si, err := info(ctx, s, ctl)
-	if err != nil {
-		return nil, err
-	}
 	if si.Cluster {
 		return nil, hint.With(fmt.Errorf("redis %s: cluster mode is enabled, which this adapter does not back up", s.addr()),
 			"back up each shard's primary (or replica) endpoint as its own resource, or use a cluster-mode-disabled replication group")

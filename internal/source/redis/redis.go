@@ -281,6 +281,26 @@ type dbInfo struct {
 
 // info reads INFO server, cluster and keyspace (one section per command:
 // servers before 7.0 take only one).
+// connect parses c's settings, opens a control connection (db 0) and reads
+// the server's INFO. The caller closes the client.
+func connect(ctx context.Context, c source.Conn) (*settings, *goredis.Client, *serverInfo, error) {
+	s, err := parseSettings(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctl := s.client(0, 1)
+	if err := ctl.Ping(ctx).Err(); err != nil {
+		ctl.Close()
+		return nil, nil, nil, s.fail("connect", err)
+	}
+	si, err := info(ctx, s, ctl)
+	if err != nil {
+		ctl.Close()
+		return nil, nil, nil, err
+	}
+	return s, ctl, si, nil
+}
+
 func info(ctx context.Context, s *settings, c *goredis.Client) (*serverInfo, error) {
 	si := &serverInfo{DBs: map[int]dbInfo{}}
 	for _, section := range []string{"server", "cluster", "keyspace"} {

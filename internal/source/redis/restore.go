@@ -32,20 +32,12 @@ func (a Adapter) Restore(ctx context.Context, r *repo.Repository, m *snapshot.Ma
 	if err != nil {
 		return nil, err
 	}
-	s, err := parseSettings(to)
+	s, ctl, si, err := connect(ctx, to)
 	if err != nil {
 		return nil, err
 	}
-	dbmap, err := mapDBs(mt, s)
-	if err != nil {
-		return nil, err
-	}
-	ctl := s.client(0, 1)
 	defer ctl.Close()
-	if err := ctl.Ping(ctx).Err(); err != nil {
-		return nil, s.fail("connect", err)
-	}
-	si, err := info(ctx, s, ctl)
+	dbmap, err := mapDBs(mt, s)
 	if err != nil {
 		return nil, err
 	}
