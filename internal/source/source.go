@@ -3,8 +3,10 @@ package source
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/source/stream"
 )
 
 // Conn is how an adapter reaches a resource: its connection settings and a
@@ -159,4 +162,25 @@ type Adapter interface {
 	Backup(ctx context.Context, arch *archiver.Archiver, c Conn) (*snapshot.Manifest, error)
 	Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, to Conn, opts RestoreOptions) (*RestoreResult, error)
 	Validate(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, target Conn, checks []Check) (*Validation, error)
+}
+
+// ReadJSON reads the file at path of recovery point m (whose source must be
+// of type typ), verified, and decodes it into v: the meta files adapters
+// write beside their streams.
+func ReadJSON(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, typ, path string, v any) error {
+	if m.Source.Type != typ {
+		return fmt.Errorf("recovery point %s is a %s backup, not a %s one", m.ID.Short(), m.Source.Type, typ)
+	}
+	n, err := stream.Lookup(ctx, r, m.Tree, path)
+	if err != nil {
+		return fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
+	}
+	b, err := io.ReadAll(stream.NewReader(ctx, r, n))
+	if err != nil {
+		return fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("recovery point %s: parse %s: %w", m.ID.Short(), path, err)
+	}
+	return nil
 }

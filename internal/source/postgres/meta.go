@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/repo/tree"
+	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/stream"
 )
 
@@ -149,20 +149,9 @@ func lobPath(oid uint32) string { return fmt.Sprintf("lobs/%d", oid) }
 
 // ReadMeta reads (verified) the meta.json of PostgreSQL recovery point m.
 func ReadMeta(ctx context.Context, r *repo.Repository, m *snapshot.Manifest) (*Meta, error) {
-	if m.Source.Type != "postgres" {
-		return nil, fmt.Errorf("recovery point %s is a %s backup, not a postgres one", m.ID.Short(), m.Source.Type)
-	}
-	n, err := stream.Lookup(ctx, r, m.Tree, metaPath)
-	if err != nil {
-		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
-	}
-	b, err := io.ReadAll(stream.NewReader(ctx, r, n))
-	if err != nil {
-		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
-	}
 	var meta Meta
-	if err := json.Unmarshal(b, &meta); err != nil {
-		return nil, fmt.Errorf("recovery point %s: parse %s: %w", m.ID.Short(), metaPath, err)
+	if err := source.ReadJSON(ctx, r, m, "postgres", metaPath, &meta); err != nil {
+		return nil, err
 	}
 	if meta.Format != MetaFormat {
 		return nil, fmt.Errorf("recovery point %s: %s format %d, this coffre reads %d", m.ID.Short(), metaPath, meta.Format, MetaFormat)

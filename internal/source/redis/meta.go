@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/snapshot"
-	"github.com/coffre/coffre/internal/source/stream"
+	"github.com/coffre/coffre/internal/source"
 )
 
 const (
@@ -68,20 +67,9 @@ type sample struct {
 }
 
 func loadMeta(ctx context.Context, r *repo.Repository, m *snapshot.Manifest) (*meta, error) {
-	if m.Source.Type != "redis" {
-		return nil, fmt.Errorf("recovery point %s is a %s backup, not redis", m.ID.Short(), m.Source.Type)
-	}
-	n, err := stream.Lookup(ctx, r, m.Tree, metaPath)
-	if err != nil {
-		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
-	}
-	b, err := io.ReadAll(stream.NewReader(ctx, r, n))
-	if err != nil {
-		return nil, fmt.Errorf("recovery point %s: %w", m.ID.Short(), err)
-	}
 	var mt meta
-	if err := json.Unmarshal(b, &mt); err != nil {
-		return nil, fmt.Errorf("recovery point %s: %s: %w", m.ID.Short(), metaPath, err)
+	if err := source.ReadJSON(ctx, r, m, "redis", metaPath, &mt); err != nil {
+		return nil, err
 	}
 	if mt.Format != metaVersion {
 		return nil, fmt.Errorf("recovery point %s: redis format %d, this build reads %d: upgrade coffre", m.ID.Short(), mt.Format, metaVersion)
