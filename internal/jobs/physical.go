@@ -51,9 +51,12 @@ func (Physical) Backup(ctx context.Context, r *repo.Repository, res catalog.Reso
 // Restore implements Source: the state at the end of the base backup's WAL
 // that the vault holds, unless params set "to_time".
 func (p Physical) Restore(ctx context.Context, r *repo.Repository, res catalog.Resource, m *snapshot.Manifest, params map[string]string) (string, error) {
-	at := time.Now()
-	if params["to_time"] == "" {
-		at = m.Time
+	at := m.Time
+	if tt := params["to_time"]; tt != "" {
+		var err error
+		if at, err = time.Parse(time.RFC3339, tt); err != nil {
+			return "", Permanent(fmt.Errorf("restore param to_time=%q: want an RFC 3339 time", tt))
+		}
 	}
 	return p.RestoreToTime(ctx, r, res, at, params)
 }
@@ -135,21 +138,31 @@ type WALSupervisor struct {
 
 	mu      sync.Mutex
 	running map[string]*walRun
+	starts  map[string]int
 }
 
 type walRun struct {
-	cancel    context.CancelFunc
-	done      chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+	streamer *pgpitr.WALStreamer
+
+	mu        sync.Mutex // guards err and stoppedAt (not s.mu: Tick waits on done holding s.mu)
 	err       error
 	stoppedAt time.Time
-	streamer  *pgpitr.WALStreamer
+}
+
+func (run *walRun) stopped() (time.Time, error) {
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	return run.stoppedAt, run.err
 }
 
 // WALStatus describes one supervised streamer.
 type WALStatus struct {
 	Resource, Vault string
 	Running         bool
-	Err             error
+	Err             error // why the last run stopped
+	Starts          int   // runs started so far
 	Stats           pgpitr.WALStats
 }
 
@@ -242,7 +255,7 @@ func (s *WALSupervisor) Tick(ctx context.Context) error {
 		if run, ok := s.running[k]; ok {
 			select {
 			case <-run.done:
-				if time.Since(run.stoppedAt) < retry {
+				if at, _ := run.stopped(); time.Since(at) < retry {
 					continue
 				}
 			default:
@@ -250,6 +263,10 @@ func (s *WALSupervisor) Tick(ctx context.Context) error {
 			}
 		}
 		s.running[k] = s.start(ctx, w)
+		if s.starts == nil {
+			s.starts = map[string]int{}
+		}
+		s.starts[k]++
 	}
 	return nil
 }
@@ -277,9 +294,9 @@ func (s *WALSupervisor) start(ctx context.Context, w walWant) *walRun {
 		if ctx.Err() == nil {
 			log.Warn("WAL streamer stopped; it will be restarted", "err", err)
 		}
-		s.mu.Lock()
+		run.mu.Lock()
 		run.err, run.stoppedAt = err, time.Now()
-		s.mu.Unlock()
+		run.mu.Unlock()
 	}()
 	log.Info("WAL streamer started", "slot", slot)
 	return run
@@ -305,7 +322,8 @@ func (s *WALSupervisor) Status() []WALStatus {
 	var out []WALStatus
 	for k, run := range s.running {
 		res, vault, _ := strings.Cut(k, "\x00")
-		st := WALStatus{Resource: res, Vault: vault, Err: run.err, Stats: run.streamer.Stats()}
+		_, err := run.stopped()
+		st := WALStatus{Resource: res, Vault: vault, Err: err, Starts: s.starts[k], Stats: run.streamer.Stats()}
 		select {
 		case <-run.done:
 		default:

@@ -120,6 +120,14 @@ func TestContinuousBackupAndPointInTimeRestoreJobs(t *testing.T) {
 		t.Fatalf("restored to %s: sets %q, %d rows; want A,B and 200 rows", target, sets, n)
 	}
 
+	// A rule that stops being continuous stops its streamer.
+	must(t, e.cat.PutPlan(ctx, catalog.Plan{Name: "prod-hourly", Rules: []catalog.Rule{{Name: "continuous", Schedule: "cron(0 3 * * ? *)",
+		TargetVault: e.vault.Name, DeleteAfterDays: 35}}}))
+	must(t, sup.Tick(ctx))
+	if st := sup.Status(); len(st) != 0 {
+		t.Fatalf("streamers after the rule stopped being continuous: %+v", st)
+	}
+
 	// A restore job into a directory that is not new fails at once.
 	rj = e.job(catalog.Job{Kind: catalog.KindRestore, Resource: res.ID, Params: map[string]string{
 		"to_time": target.UTC().Format(time.RFC3339), "target.data_dir": "relative/dir", "target.port": "5999"}})
@@ -127,4 +135,54 @@ func TestContinuousBackupAndPointInTimeRestoreJobs(t *testing.T) {
 	if rj = e.get(rj.ID); rj.State != catalog.StateFailed || rj.Attempt != 1 || !strings.Contains(rj.Message, "not an absolute path") {
 		t.Fatalf("restore into a relative directory: %+v", rj)
 	}
+}
+
+// TestWALSupervisorRestartsStoppedStreamers checks the supervisor against an
+// endpoint where nothing listens: the streamer stops with an error, is not
+// restarted before Retry, and is after it.
+func TestWALSupervisorRestartsStoppedStreamers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	res := catalog.Resource{ID: "pg-down", Type: "postgres", Settings: map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(port), "user": "x", "database": "postgres", "sslmode": "disable"}}
+	must(t, e.cat.PutResource(ctx, res))
+	must(t, e.cat.PutPlan(ctx, catalog.Plan{Name: "p", Rules: []catalog.Rule{{Name: "c", Schedule: "rate(1 hour)", TargetVault: e.vault.Name, ContinuousBackup: true}}}))
+	must(t, e.cat.PutSelection(ctx, catalog.Selection{Name: "p/s", Plan: "p", Resources: []string{"pg-down"}}))
+	sup := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, Retry: time.Hour}
+	t.Cleanup(sup.Stop)
+	must(t, sup.Tick(ctx))
+	waitStopped := func() WALStatus {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st := sup.Status()
+			if len(st) == 1 && !st[0].Running && st[0].Err != nil {
+				return st[0]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("streamer did not stop on an unreachable server: %+v", st)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	first := waitStopped()
+	if !strings.Contains(first.Err.Error(), strconv.Itoa(port)) {
+		t.Fatalf("streamer error %v does not name the server", first.Err)
+	}
+	if first.Starts != 1 {
+		t.Fatalf("starts %d, want 1", first.Starts)
+	}
+	must(t, sup.Tick(ctx)) // before Retry: left stopped
+	if st := sup.Status(); st[0].Running || st[0].Err == nil || st[0].Starts != 1 {
+		t.Fatalf("restarted before Retry: %+v", st)
+	}
+	sup.Retry = time.Nanosecond
+	must(t, sup.Tick(ctx)) // after Retry: a new run (it fails again)
+	if st := sup.Status(); len(st) != 1 || st[0].Starts != 2 {
+		t.Fatalf("after Retry: %+v", st)
+	}
+	waitStopped()
 }
