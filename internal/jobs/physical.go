@@ -288,6 +288,9 @@ func (s *WALSupervisor) start(ctx context.Context, w walWant) *walRun {
 				SizeBytes: m.Stats.Bytes, Tier: catalog.TierWarm, DeleteAt: m.DeleteAt(), Plan: w.plan, Rule: w.rule,
 			})
 		}}
+	if err := s.initialBase(ctx, w); err != nil {
+		log.Warn("could not queue the initial base backup", "err", err)
+	}
 	go func() {
 		defer close(run.done)
 		err := s.stream(ctx, w, run.streamer)
@@ -300,6 +303,32 @@ func (s *WALSupervisor) start(ctx context.Context, w walWant) *walRun {
 	}()
 	log.Info("WAL streamer started", "slot", slot)
 	return run
+}
+
+// InitialBaseFire is the fire time of the initial base backup job's
+// deterministic id (scheduler.JobID), shared by every server.
+var InitialBaseFire = time.Unix(0, 0).UTC()
+
+// initialBase queues a base backup of the resource when its vault has none
+// for this rule yet, as AWS Backup takes a full backup when continuous
+// backup starts: WAL alone restores nothing. Its id is deterministic, so
+// servers starting together queue one.
+func (s *WALSupervisor) initialBase(ctx context.Context, w walWant) error {
+	pts, err := s.Cat.ListRecoveryPoints(ctx, catalog.RecoveryPointFilter{Vault: w.vault.Name, Resource: w.res.ID})
+	if err != nil {
+		return err
+	}
+	for _, p := range pts {
+		if p.Rule == w.rule && p.JobID != "" {
+			return nil // a base backup exists (WAL points have no job)
+		}
+	}
+	_, err = s.Cat.CreateJob(ctx, catalog.Job{ID: scheduler.JobID(w.plan, w.rule, w.res.ID, InitialBaseFire), Kind: catalog.KindBackup,
+		State: catalog.StatePending, Resource: w.res.ID, Vault: w.vault.Name, Plan: w.plan, Rule: w.rule})
+	if errors.Is(err, catalog.ErrConflict) {
+		return nil
+	}
+	return err
 }
 
 func (s *WALSupervisor) stream(ctx context.Context, w walWant, st *pgpitr.WALStreamer) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coffre/coffre/internal/catalog"
 	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/scheduler"
 	"github.com/coffre/coffre/internal/source/pgpitr"
 )
 
@@ -52,9 +53,13 @@ func TestContinuousBackupAndPointInTimeRestoreJobs(t *testing.T) {
 		t.Fatalf("supervisor status %+v", st)
 	}
 
-	j := e.job(catalog.Job{Resource: res.ID, Plan: "prod-hourly", Rule: "continuous"})
+	// Starting continuous backup queued the initial base backup, once.
+	initial := scheduler.JobID("prod-hourly", "continuous", res.ID, InitialBaseFire)
+	if j, err := e.cat.GetJob(ctx, initial); err != nil || j.State != catalog.StatePending || j.Plan != "prod-hourly" {
+		t.Fatalf("initial base backup job: %+v, %v", j, err)
+	}
 	e.runOnce()
-	if got := e.get(j.ID); got.State != catalog.StateCompleted || got.RecoveryPoint == "" {
+	if got := e.get(initial); got.State != catalog.StateCompleted || got.RecoveryPoint == "" {
 		t.Fatalf("base backup job: %+v", got)
 	}
 
