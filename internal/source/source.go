@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/coffre/coffre/internal/hint"
@@ -54,6 +55,33 @@ func (c Conn) Secret(key string) (string, error) {
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	return "", fmt.Errorf("resource %s: setting %s must be a reference (env:NAME or file:PATH): %w", c.Resource, key, ErrSecretUnavailable)
+}
+
+// Port returns the "port" setting as a TCP port, def when it is absent; an
+// invalid one is an error wrapping ErrSettings.
+func (c Conn) Port(def int) (int, error) {
+	p := c.Settings["port"]
+	if p == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n <= 0 || n > 65535 {
+		return 0, fmt.Errorf("resource %s: setting port %q is not a TCP port: %w", c.Resource, p, ErrSettings)
+	}
+	return n, nil
+}
+
+// SSLMode returns the "sslmode" setting of a PostgreSQL connection
+// ("prefer" when absent); an unknown mode is an error wrapping ErrSettings.
+func (c Conn) SSLMode() (string, error) {
+	switch m := c.Settings["sslmode"]; m {
+	case "":
+		return "prefer", nil
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+		return m, nil
+	default:
+		return "", fmt.Errorf("resource %s: setting sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full: %w", c.Resource, m, ErrSettings)
+	}
 }
 
 // With returns a copy of c whose settings are overridden by over.

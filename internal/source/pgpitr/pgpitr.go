@@ -290,22 +290,15 @@ func parseSettings(c source.Conn) (settings, error) {
 	s := settings{resource: c.Resource, host: c.Settings["host"], port: 5432, user: c.Settings["user"],
 		sslmode: c.Settings["sslmode"], slot: c.Settings["slot"]}
 	bad := func(format string, args ...any) (settings, error) {
-		return settings{}, hint.With(fmt.Errorf("resource %s: "+format, append([]any{c.Resource}, args...)...),
+		return settings{}, hint.With(fmt.Errorf("resource %s: "+format+": %w", append(append([]any{c.Resource}, args...), source.ErrSettings)...),
 			"PostgreSQL physical backup settings: host, port, user, password (env:NAME or file:PATH), sslmode, slot")
 	}
-	if p := c.Settings["port"]; p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return bad("port %q is not a TCP port", p)
-		}
-		s.port = n
+	var err error
+	if s.port, err = c.Port(5432); err != nil {
+		return settings{}, err
 	}
-	switch s.sslmode {
-	case "":
-		s.sslmode = "prefer"
-	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
-	default:
-		return bad("sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", s.sslmode)
+	if s.sslmode, err = c.SSLMode(); err != nil {
+		return settings{}, err
 	}
 	if s.slot != "" && !validSlot(s.slot) {
 		return bad("slot %q: want lower-case letters, digits and underscores", s.slot)

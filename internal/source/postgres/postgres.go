@@ -182,19 +182,12 @@ func parseSettings(c source.Conn) (settings, error) {
 	if s.database == "" {
 		return bad("setting database is required")
 	}
-	if p := c.Settings["port"]; p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return bad("port %q is not a TCP port", p)
-		}
-		s.port = n
+	var err error
+	if s.port, err = c.Port(5432); err != nil {
+		return settings{}, err
 	}
-	switch s.sslmode {
-	case "":
-		s.sslmode = "prefer"
-	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
-	default:
-		return bad("sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", s.sslmode)
+	if s.sslmode, err = c.SSLMode(); err != nil {
+		return settings{}, err
 	}
 	switch r := c.Settings["roles"]; r {
 	case "", "false":

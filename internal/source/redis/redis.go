@@ -142,12 +142,9 @@ func parseSettings(c source.Conn) (*settings, error) {
 	if h := c.Settings["host"]; h != "" {
 		s.host = h
 	}
-	if p := c.Settings["port"]; p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return nil, fmt.Errorf("resource %s: setting port %q: want a TCP port: %w", c.Resource, p, source.ErrSettings)
-		}
-		s.port = n
+	var err error
+	if s.port, err = c.Port(6379); err != nil {
+		return nil, err
 	}
 	s.username = c.Settings["username"]
 	switch v := c.Settings["tls"]; v {
