@@ -20,7 +20,6 @@ import (
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/scheduler"
-	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/pgpitr"
 )
 
@@ -30,16 +29,6 @@ import (
 // restores go to a point in time (see RestoreToTime).
 type Physical struct {
 	BinDir string // pg_ctl and pg_controldata; default: found on PATH
-}
-
-// permanentSource marks the errors of source adapters that retrying cannot
-// fix.
-func permanentSource(err error) error {
-	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) ||
-		errors.Is(err, source.ErrTargetNotEmpty) {
-		return Permanent(err)
-	}
-	return err
 }
 
 // Backup implements Source: a base backup.

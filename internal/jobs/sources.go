@@ -65,6 +65,16 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// permanentSource marks the errors of source adapters that retrying cannot
+// fix.
+func permanentSource(err error) error {
+	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) ||
+		errors.Is(err, source.ErrTargetNotEmpty) {
+		return Permanent(err)
+	}
+	return err
+}
+
 // Filesystem is the Source for resources of type "filesystem".
 //
 // Settings: "path" (required, absolute: the directory or file to back up)
@@ -138,10 +148,7 @@ func (a Adapted) Backup(ctx context.Context, r *repo.Repository, res catalog.Res
 		return nil, Permanent(fmt.Errorf("resource %s is of type %s, not %s", res.ID, res.Type, a.Adapter.Type()))
 	}
 	m, err := a.Adapter.Backup(ctx, archiver.New(r, opts), conn(res))
-	if errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) {
-		return nil, Permanent(err)
-	}
-	return m, err
+	return m, permanentSource(err)
 }
 
 // Restore implements Source.
@@ -171,10 +178,7 @@ func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Re
 	target := conn(res).With(over)
 	out, err := a.Adapter.Restore(ctx, r, m, target, opts)
 	if err != nil {
-		if errors.Is(err, source.ErrTargetNotEmpty) || errors.Is(err, source.ErrSecretUnavailable) || errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrSettings) {
-			return "", Permanent(err)
-		}
-		return "", err
+		return "", permanentSource(err)
 	}
 	v, err := a.Adapter.Validate(ctx, r, m, target, checks)
 	if err != nil {
