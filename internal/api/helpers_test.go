@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,13 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coffre/coffre/internal/catalog"
 	"github.com/coffre/coffre/internal/catalog/sqlite"
 	"github.com/coffre/coffre/internal/clock"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 // Fixture ids.
@@ -31,24 +30,6 @@ const (
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// lockedBuffer collects log output from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // env is a server on a real SQLite catalog with a fake clock, behind
 // httptest, and a client holding a valid token.
 type env struct {
@@ -62,7 +43,7 @@ type env struct {
 	cl    *Client
 	tok   string
 	tokID string
-	logs  *lockedBuffer
+	logs  *testutil.LockedBuffer
 }
 
 // newEnv starts the server; wrap, when given, decorates the catalog the
@@ -81,7 +62,7 @@ func newEnv(t *testing.T, wrap func(catalog.Catalog) catalog.Catalog) *env {
 	if wrap != nil {
 		served = wrap(cat)
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	srv := &Server{Cat: served, Clock: clk, Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,20 +37,6 @@ type fakeElapsed struct {
 func (f *fakeElapsed) Elapsed() time.Duration  { f.mu.Lock(); defer f.mu.Unlock(); return f.d }
 func (f *fakeElapsed) Advance(d time.Duration) { f.mu.Lock(); f.d += d; f.mu.Unlock() }
 
-// logBuffer collects log output; safe for concurrent writers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string     { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-func (l *logBuffer) Count(s string) int { return strings.Count(l.String(), s) }
-
 // env is a catalog, vaults on local disk, a fake wall clock and a fake
 // monotonic clock, and a Worker over them.
 type env struct {
@@ -61,7 +46,7 @@ type env struct {
 	mono   *fakeElapsed
 	cat    catalog.Catalog
 	vaults jobs.Vaults
-	logs   *logBuffer
+	logs   *testutil.LockedBuffer
 	w      *Worker
 }
 
@@ -75,7 +60,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cat.Close() })
-	e := &env{t: t, ctx: context.Background(), clk: clk, mono: &fakeElapsed{}, cat: cat, logs: &logBuffer{}}
+	e := &env{t: t, ctx: context.Background(), clk: clk, mono: &fakeElapsed{}, cat: cat, logs: &testutil.LockedBuffer{}}
 	e.vaults = &jobs.Opener{Keys: &jobs.Keyring{Dir: t.TempDir()}, Clock: clk, Logger: quietLogger()}
 	e.w = e.newWorker(e.vaults)
 	return e

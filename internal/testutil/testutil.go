@@ -1,5 +1,5 @@
 // Package testutil owns helpers shared by the tests of several packages:
-// deterministic test data and writing/reading small file trees.
+// deterministic test data, writing/reading small file trees, a log buffer safe for concurrent writers.
 package testutil
 
 import (
