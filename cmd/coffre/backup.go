@@ -53,7 +53,7 @@ func cmdInit(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&io.Compression, "compression", io.Compression, "zstd or none")
-	c.Flags().IntVar(&io.ZstdLevel, "compression-level", io.ZstdLevel, "zstd level: 1 fastest, 2 default, 3 better, 4 best")
+	c.Flags().IntVar(&io.ZstdLevel, "compression-level", io.ZstdLevel, "zstd level on zstd's own scale, 1 (fastest) to 19 (smallest)")
 	c.Flags().IntVar(&packMiB, "pack-size", io.PackSize>>20, "target size of data packs in MiB")
 	return c
 }

@@ -54,7 +54,7 @@ func benchCompress(b *testing.B, level int, compressible bool) {
 }
 
 func BenchmarkCompressTextLevel1(b *testing.B)   { benchCompress(b, 1, true) }
-func BenchmarkCompressTextLevel2(b *testing.B)   { benchCompress(b, 2, true) }
+func BenchmarkCompressTextLevel3(b *testing.B)   { benchCompress(b, 3, true) }
 func BenchmarkCompressRandomLevel1(b *testing.B) { benchCompress(b, 1, false) }
 
 func BenchmarkDecompressText(b *testing.B) {

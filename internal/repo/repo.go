@@ -41,7 +41,7 @@ type Config struct {
 	TreeChunker   chunker.Params `json:"tree_chunker"`
 	StreamChunker chunker.Params `json:"stream_chunker"`
 	Compression   string         `json:"compression"` // "zstd" or "none"
-	ZstdLevel     int            `json:"zstd_level"`  // 1 fastest .. 4 best
+	ZstdLevel     int            `json:"zstd_level"`  // zstd's own scale, MinZstdLevel..MaxZstdLevel
 	PackSize      int            `json:"pack_size"`   // target size of data packs
 	TreePackSize  int            `json:"tree_pack_size"`
 }
@@ -124,7 +124,7 @@ var DefaultInitOptions = InitOptions{
 	TreeChunker:   chunker.DefaultParams,
 	StreamChunker: chunker.StreamParams,
 	Compression:   "zstd",
-	ZstdLevel:     1,
+	ZstdLevel:     3,
 	PackSize:      8 << 20,
 }
 
@@ -147,8 +147,8 @@ func Init(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, io InitOp
 			return nil, fmt.Errorf("create vault: %w", err)
 		}
 	}
-	if io.Compression == "zstd" && (io.ZstdLevel < 1 || io.ZstdLevel > 4) {
-		return nil, fmt.Errorf("create vault: zstd level %d out of range [1, 4]", io.ZstdLevel)
+	if io.Compression == "zstd" && (io.ZstdLevel < MinZstdLevel || io.ZstdLevel > MaxZstdLevel) {
+		return nil, fmt.Errorf("create vault: zstd level %d out of range [%d, %d]", io.ZstdLevel, MinZstdLevel, MaxZstdLevel)
 	}
 	if io.Compression != "zstd" && io.Compression != "none" {
 		return nil, fmt.Errorf("create vault: unknown compression %q (want zstd or none)", io.Compression)

@@ -374,16 +374,12 @@ func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
 		}
 		wg.Done()
 	}
-	submit := func(chunk []byte) error {
-		buf := getChunk(len(chunk))
-		if err := a.mem.acquire(ctx, int64(cap(buf))); err != nil {
-			putChunk(buf)
-			return err
-		}
-		buf = append(buf[:0], chunk...)
+	// hand passes buf (a getChunk buffer whose capacity a.mem accounts
+	// for) to a save worker, which returns both.
+	hand := func(buf []byte) error {
 		id := new(crypto.ID)
 		ids = append(ids, id)
-		size += uint64(len(chunk))
+		size += uint64(len(buf))
 		wg.Add(1)
 		select {
 		case a.saveCh <- saveJob{data: buf, out: id, done: done}:
@@ -391,26 +387,43 @@ func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
 		case <-ctx.Done():
 			wg.Done()
 			a.mem.release(int64(cap(buf)))
+			putChunk(buf)
 			return ctx.Err()
 		}
+	}
+	submit := func(chunk []byte) error {
+		buf := getChunk(len(chunk))
+		if err := a.mem.acquire(ctx, int64(cap(buf))); err != nil {
+			putChunk(buf)
+			return err
+		}
+		return hand(append(buf[:0], chunk...))
 	}
 	var rerr error
 	minSize := a.r.Config().TreeChunker.MinSize
 	if n.Size < uint64(minSize) {
-		// Small file: one read, one chunk, no chunker.
+		// Small file: one read into the buffer handed to the saver (no
+		// copy), one chunk, no chunker.
 		buf := getChunk(int(n.Size) + 1)
-		m, err := io.ReadFull(f, buf[:int(n.Size)+1])
-		switch {
-		case err == io.ErrUnexpectedEOF || err == io.EOF:
-			if m > 0 {
-				rerr = submit(buf[:m])
+		if rerr = a.mem.acquire(ctx, int64(cap(buf))); rerr != nil {
+			putChunk(buf)
+		} else {
+			m, err := io.ReadFull(f, buf[:int(n.Size)+1])
+			switch {
+			case (err == io.ErrUnexpectedEOF || err == io.EOF) && m > 0:
+				rerr = hand(buf[:m])
+				buf = nil
+			case err == io.ErrUnexpectedEOF || err == io.EOF:
+			case err == nil: // grew while we read it
+				rerr = ErrChanged
+			default:
+				rerr = err
 			}
-		case err == nil: // grew while we read it
-			rerr = ErrChanged
-		default:
-			rerr = err
+			if buf != nil {
+				a.mem.release(int64(cap(buf)))
+				putChunk(buf)
+			}
 		}
-		putChunk(buf)
 	} else if c, src, err := a.chunkerFor(ctx, n, f); err != nil {
 		rerr = err
 	} else {

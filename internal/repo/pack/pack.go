@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/coffre/coffre/internal/repo/bufpool"
 	"github.com/coffre/coffre/internal/repo/crypto"
 )
 
@@ -123,6 +124,12 @@ func (w *Writer) Add(t BlobType, id crypto.ID, comp uint8, payload []byte, rawLe
 	off := w.size
 	w.ad[0] = byte(t)
 	copy(w.ad[1:], id[:])
+	if need := len(payload) + crypto.Overhead; cap(w.scratch) < need {
+		// A pooled buffer: growing a fresh one per pack costs more (zeroing,
+		// page faults) than sealing the payload.
+		bufpool.Default.Put(w.scratch)
+		w.scratch = bufpool.Default.Get(need)
+	}
 	w.scratch = w.s.Seal(w.scratch[:0], uint64(off), payload, w.ad[:])
 	if err := w.write(w.scratch); err != nil {
 		return Entry{}, err
@@ -150,6 +157,7 @@ func (w *Writer) Finish() (int, crypto.ID, error) {
 	if err := w.write(ct); err != nil {
 		return 0, crypto.ID{}, err
 	}
+	bufpool.Default.Put(w.scratch)
 	w.scratch = nil
 	return w.size, w.hash.ID(), nil
 }
