@@ -56,16 +56,18 @@ func findTable(t *testing.T, m *Meta, schema, name string) Table {
 }
 
 // TestBackupLayout checks what a recovery point holds: streams, row counts
-// of the snapshot, ordering, sequences, large objects, and no secret.
+// of the snapshot, ordering by key (order=key), sequences, large objects,
+// and no secret.
 func TestBackupLayout(t *testing.T) {
 	r, _ := repo.TestRepository(t)
 	src := connFor(t, sourceDB(t))
+	src.Settings["order"] = "key"
 	m := mustBackup(t, Adapter{Parallel: 3}, r, src)
 	meta, err := ReadMeta(ctxb(), r, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meta.Database != src.Settings["database"] || meta.Encoding != "UTF8" || meta.ServerVersionNum < 150000 || meta.Snapshot == "" {
+	if meta.Database != src.Settings["database"] || meta.Encoding != "UTF8" || meta.ServerVersionNum < 150000 || meta.Snapshot == "" || meta.Order != "key" {
 		t.Errorf("meta: database %q encoding %q version %d snapshot %q", meta.Database, meta.Encoding, meta.ServerVersionNum, meta.Snapshot)
 	}
 	rows := map[string]int64{
@@ -132,6 +134,102 @@ func TestBackupLayout(t *testing.T) {
 	}
 	if m.Source.Type != "postgres" || m.Source.Resource != src.Resource || m.Status != snapshot.StatusCompleted {
 		t.Errorf("manifest source %+v status %s", m.Source, m.Status)
+	}
+}
+
+// TestPhysicalOrderParts: by default (order=physical) rows are copied in
+// physical order, and tables bigger than a part are split into parts by
+// block ranges, copied and restored in parallel: every row exactly once,
+// counts per part, restore and validation intact, and the next day after a
+// 1% change re-stores little.
+func TestPhysicalOrderParts(t *testing.T) {
+	defer func(old int64) { partBlocks = old }(partBlocks)
+	partBlocks = 64 // 512 KiB: app.accounts and app.events span several parts
+	r, _ := repo.TestRepository(t)
+	src := connFor(t, sourceDB(t))
+	want := fingerprint(t, src)
+	m := mustBackup(t, Adapter{Parallel: 3}, r, src)
+	meta, err := ReadMeta(ctxb(), r, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Order != "physical" || strings.Contains(strings.Join(meta.Warnings, " "), "app.events") {
+		t.Errorf("order %q, warnings %q: want physical and no primary-key warning", meta.Order, meta.Warnings)
+	}
+	acc := findTable(t, meta, "app", "accounts")
+	if len(acc.Parts) < 3 || acc.Path != "" || len(acc.OrderBy) != 0 {
+		t.Fatalf("accounts: %d parts, path %q, order by %v: want several parts in physical order", len(acc.Parts), acc.Path, acc.OrderBy)
+	}
+	var rows int64
+	var lines []string
+	for i, p := range acc.Parts {
+		if p.FromBlock != int64(i)*partBlocks || (i < len(acc.Parts)-1) != (p.ToBlock == p.FromBlock+partBlocks) || p.Path != partPath("app", "accounts", i) {
+			t.Errorf("part %d: %+v", i, p)
+		}
+		b := readFile(t, r, m, p.Path)
+		if int64(len(b)) != p.Bytes || int64(strings.Count(string(b), "\n")) != p.Rows {
+			t.Errorf("part %d: %d bytes and %d lines, meta says %d and %d", i, len(b), strings.Count(string(b), "\n"), p.Bytes, p.Rows)
+		}
+		rows += p.Rows
+		lines = append(lines, strings.SplitAfter(string(b), "\n")...)
+	}
+	if rows != 50000 || acc.Rows != 50000 {
+		t.Errorf("accounts: parts hold %d rows, table %d, want 50000", rows, acc.Rows)
+	}
+	// Every row once: the parts together are the key-ordered COPY.
+	keyed := connFor(t, src.Settings["database"])
+	keyed.Settings["order"] = "key"
+	mk := mustBackup(t, Adapter{}, r, keyed)
+	kmeta, err := ReadMeta(ctxb(), r, mk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	klines := strings.SplitAfter(string(readFile(t, r, mk, findTable(t, kmeta, "app", "accounts").Path)), "\n")
+	empty := func(l string) bool { return l == "" }
+	lines, klines = slices.DeleteFunc(lines, empty), slices.DeleteFunc(klines, empty)
+	slices.Sort(lines)
+	slices.Sort(klines)
+	if !slices.Equal(lines, klines) {
+		t.Errorf("the parts' rows (%d) differ from the table's (%d)", len(lines), len(klines))
+	}
+
+	dst := connFor(t, newDBName(t, "parts"))
+	if _, err := (Adapter{}).Restore(ctxb(), r, m, dst, source.RestoreOptions{Parallel: 3}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got := fingerprint(t, dst); got != want {
+		t.Fatal("restored database differs from the source")
+	}
+	if v, err := (Adapter{}).Validate(ctxb(), r, m, dst, nil); err != nil || !v.OK {
+		t.Fatalf("validate: %v %+v", err, v)
+	}
+
+	before := r.Stats().StoredAdded
+	mustExec(t, dbConnect(t, src.Settings["database"]), mutateSQL)
+	want2 := fingerprint(t, src)
+	m2 := mustBackup(t, Adapter{Parallel: 3}, r, src)
+	added := r.Stats().StoredAdded - before
+	meta2, err := ReadMeta(ctxb(), r, m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := int64(0)
+	for _, tb := range meta.Tables {
+		first += tb.Bytes
+	}
+	t.Logf("the next day's backup stored %d bytes for %d bytes of COPY text (%.1f%%)", added, first, 100*float64(added)/float64(first))
+	if added*10 > first {
+		t.Errorf("the next day's backup after a 1%% change stored %d bytes for %d bytes of COPY text: want at most a tenth", added, first)
+	}
+	dst2 := connFor(t, newDBName(t, "parts2"))
+	if _, err := (Adapter{}).Restore(ctxb(), r, m2, dst2, source.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fingerprint(t, dst2); got != want2 {
+		t.Fatal("restore of the second point differs from the changed source")
+	}
+	if a2 := findTable(t, meta2, "app", "accounts"); a2.Rows != 50100 {
+		t.Errorf("accounts on day 2: %d rows, want 50100", a2.Rows)
 	}
 }
 

@@ -31,6 +31,25 @@ const userNamespace = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND
 const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
 	WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')`
 
+// Row orders of the backup (setting order).
+const (
+	// orderPhysical copies rows as they lie in the table: the cheapest scan
+	// for the server, and rows that do not change stay where they are from
+	// one day to the next (an UPDATE moves only the updated row), so
+	// unchanged chunks deduplicate. Big tables are split into parts copied
+	// in parallel. A table rewritten (VACUUM FULL, CLUSTER, pg_repack)
+	// deduplicates poorly against the backups before.
+	orderPhysical = "physical"
+	// orderKey sorts each table by its primary key (an index scan and a
+	// sort for the server, one worker per table); stable across rewrites.
+	orderKey = "key"
+)
+
+// partBlocks is the size of a table part in blocks (128 MiB with 8 KiB
+// blocks). Parts start at multiples of it so that a day's part holds the
+// same blocks as the day before's. A variable for tests.
+var partBlocks int64 = 16384
+
 // lobPiece is how much of a large object is read or written at a time.
 const lobPiece = 1 << 20
 
@@ -170,6 +189,7 @@ func (b *backup) listTables(ctx context.Context) error {
 		gen = "a.attgenerated = ''"
 	}
 	rows, err := b.coord.Query(ctx, `SELECT n.nspname::text, c.relname::text, pg_catalog.pg_table_size(c.oid),
+		pg_catalog.pg_relation_size(c.oid, 'main') / pg_catalog.current_setting('block_size')::bigint,
 		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
 			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND `+gen+`), '{}'),
 		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord) FROM pg_catalog.pg_index i
@@ -182,13 +202,15 @@ func (b *backup) listTables(ctx context.Context) error {
 		return fmt.Errorf("list tables: %w", err)
 	}
 	type listed struct {
-		t    Table
-		size int64
+		t      Table
+		size   int64
+		blocks int64
+		pkey   []string
 	}
 	var ts []listed
 	for rows.Next() {
 		var l listed
-		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.t.Columns, &l.t.OrderBy); err != nil {
+		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey); err != nil {
 			rows.Close()
 			return fmt.Errorf("list tables: %w", err)
 		}
@@ -204,12 +226,32 @@ func (b *backup) listTables(ctx context.Context) error {
 		}
 		return ts[i].t.Path < ts[j].t.Path
 	})
+	b.meta.Order = b.s.order
+	if b.meta.Order == "" {
+		b.meta.Order = orderPhysical
+	}
+	// Splitting needs TID range scans (PostgreSQL 14): before, each part
+	// would read the whole table.
+	split := b.meta.Order == orderPhysical && b.meta.ServerVersionNum >= 140000
 	var physical []string
 	for _, l := range ts {
-		b.meta.Tables = append(b.meta.Tables, l.t)
-		if len(l.t.OrderBy) == 0 {
-			physical = append(physical, l.t.String())
+		if b.meta.Order == orderKey {
+			l.t.OrderBy = l.pkey
+			if len(l.pkey) == 0 {
+				physical = append(physical, l.t.String())
+			}
 		}
+		if n := (l.blocks + partBlocks - 1) / partBlocks; split && n > 1 && len(l.t.Columns) > 0 {
+			for i := range n {
+				p := Part{Path: partPath(l.t.Schema, l.t.Name, int(i)), FromBlock: i * partBlocks, ToBlock: (i + 1) * partBlocks}
+				if i == n-1 {
+					p.ToBlock = 0 // the table may have grown since it was measured
+				}
+				l.t.Parts = append(l.t.Parts, p)
+			}
+			l.t.Path = ""
+		}
+		b.meta.Tables = append(b.meta.Tables, l.t)
 	}
 	if len(physical) > 0 {
 		b.meta.Warnings = append(b.meta.Warnings, fmt.Sprintf(
@@ -310,11 +352,22 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 	}
 	type job struct {
 		t *Table
+		p *Part
 		l *LargeObject
 	}
-	jobs := make(chan job, len(b.meta.Tables)+len(b.meta.LargeObjects))
+	n := len(b.meta.LargeObjects)
+	for _, t := range b.meta.Tables {
+		n += max(1, len(t.Parts))
+	}
+	jobs := make(chan job, n)
 	for i := range b.meta.Tables {
-		jobs <- job{t: &b.meta.Tables[i]}
+		t := &b.meta.Tables[i]
+		if len(t.Parts) == 0 {
+			jobs <- job{t: t}
+		}
+		for k := range t.Parts {
+			jobs <- job{t: t, p: &t.Parts[k]}
+		}
 	}
 	for i := range b.meta.LargeObjects {
 		jobs <- job{l: &b.meta.LargeObjects[i]}
@@ -337,7 +390,7 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 					return err
 				}
 				if j.t != nil {
-					err = b.copyTable(ctx, conn, st, j.t)
+					err = b.copyTable(ctx, conn, st, j.t, j.p)
 				} else {
 					err = b.copyLargeObject(ctx, conn, st, j.l)
 				}
@@ -361,6 +414,13 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 	}
 	if _, err := b.coord.Exec(ctx, "COMMIT"); err != nil {
 		return hint.With(fmt.Errorf("the backup's sessions were lost: the snapshot's transaction failed: %w", err), lostHint)
+	}
+	for i := range b.meta.Tables {
+		t := &b.meta.Tables[i]
+		for _, p := range t.Parts {
+			t.Rows += p.Rows
+			t.Bytes += p.Bytes
+		}
 	}
 	js, err := json.MarshalIndent(&b.meta, "", "  ")
 	if err != nil {
@@ -427,8 +487,9 @@ func (c *copyCounter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// copyTable streams one table's rows into the vault.
-func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, t *Table) error {
+// copyTable streams one table's rows, or those of its part p, into the
+// vault.
+func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, t *Table, p *Part) error {
 	if _, err := conn.Exec(ctx, "LOCK TABLE "+t.qname()+" IN ACCESS SHARE MODE NOWAIT"); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "55P03" {
@@ -447,23 +508,31 @@ func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Str
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := conn.PgConn().CopyTo(ctx, cw, t.copyOut())
+		_, err := conn.PgConn().CopyTo(ctx, cw, t.copyOut(p))
 		if err == nil {
 			err = bw.Flush()
 		}
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	aerr := st.Add(t.Path, pr)
+	what, path := "table "+t.String(), t.Path
+	if p != nil {
+		what, path = "table "+t.String()+" "+p.blocks(), p.Path
+	}
+	aerr := st.Add(path, pr)
 	pr.CloseWithError(errStopped)
 	cerr := <-done
 	switch {
 	case cerr != nil && !errors.Is(cerr, errStopped):
-		return fmt.Errorf("copy table %s: %w", t, cerr)
+		return fmt.Errorf("copy %s: %w", what, cerr)
 	case aerr != nil:
-		return fmt.Errorf("store table %s: %w", t, aerr)
+		return fmt.Errorf("store %s: %w", what, aerr)
 	}
-	t.Rows, t.Bytes = cw.rows, cw.bytes
+	if p != nil {
+		p.Rows, p.Bytes = cw.rows, cw.bytes
+	} else {
+		t.Rows, t.Bytes = cw.rows, cw.bytes
+	}
 	return nil
 }
 

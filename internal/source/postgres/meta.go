@@ -48,7 +48,10 @@ type Meta struct {
 	Locale         string `json:"locale,omitempty"`
 	// Schema is the stream holding pg_dump's custom-format archive of the
 	// pre-data and post-data sections.
-	Schema       string        `json:"schema"`
+	Schema string `json:"schema"`
+	// Order is the setting order of the backup: "physical" or "key" (empty
+	// in points made before it existed: key).
+	Order        string        `json:"order,omitempty"`
 	Tables       []Table       `json:"tables"`
 	Sequences    []Sequence    `json:"sequences"`
 	LargeObjects []LargeObject `json:"large_objects"`
@@ -63,10 +66,24 @@ type Table struct {
 	Path    string   `json:"path"`
 	Columns []string `json:"columns"` // the COPY column list (generated columns left out)
 	// OrderBy is the primary key the rows are sorted by; empty: physical
-	// order (no primary key).
+	// order (order=physical, or no primary key).
 	OrderBy []string `json:"order_by,omitempty"`
-	Rows    int64    `json:"rows"`
-	Bytes   int64    `json:"bytes"`
+	// Parts, when not empty, replace Path: the rows in physical order, split
+	// by ranges of the table's blocks, one stream each (big tables on
+	// PostgreSQL 14 and later, order=physical).
+	Parts []Part `json:"parts,omitempty"`
+	Rows  int64  `json:"rows"` // all parts together
+	Bytes int64  `json:"bytes"`
+}
+
+// Part is the stream of the rows stored in blocks [FromBlock, ToBlock) of
+// a table (ToBlock 0: to the end of the table).
+type Part struct {
+	Path      string `json:"path"`
+	FromBlock int64  `json:"from_block"`
+	ToBlock   int64  `json:"to_block,omitempty"`
+	Rows      int64  `json:"rows"`
+	Bytes     int64  `json:"bytes"`
 }
 
 // Sequence is a sequence's state at backup time.
@@ -109,8 +126,16 @@ func (t Table) columnList() string {
 	return " (" + strings.Join(q, ", ") + ")"
 }
 
-// copyOut is the statement reading the table's rows.
-func (t Table) copyOut() string {
+// copyOut is the statement reading the table's rows, or those of part p.
+func (t Table) copyOut(p *Part) string {
+	if p != nil {
+		cols := strings.Trim(t.columnList(), " ()")
+		where := fmt.Sprintf(" WHERE ctid >= '(%d,0)'::pg_catalog.tid", p.FromBlock)
+		if p.ToBlock > 0 {
+			where += fmt.Sprintf(" AND ctid < '(%d,0)'::pg_catalog.tid", p.ToBlock)
+		}
+		return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + where + ") TO STDOUT"
+	}
 	if len(t.OrderBy) == 0 || len(t.Columns) == 0 {
 		return "COPY " + t.qname() + t.columnList() + " TO STDOUT"
 	}
@@ -143,6 +168,20 @@ func escapeName(s string) string {
 
 func tablePath(schema, name string) string {
 	return "data/" + escapeName(schema) + "." + escapeName(name) + ".copy"
+}
+
+// partPath names part i of a table: the escaping of the names keeps
+// "<schema>.<table>.part<i>" unambiguous.
+func partPath(schema, name string, i int) string {
+	return fmt.Sprintf("data/%s.%s.part%04d.copy", escapeName(schema), escapeName(name), i)
+}
+
+// blocks describes the part's range for messages.
+func (p Part) blocks() string {
+	if p.ToBlock == 0 {
+		return fmt.Sprintf("(blocks %d to the end)", p.FromBlock)
+	}
+	return fmt.Sprintf("(blocks %d to %d)", p.FromBlock, p.ToBlock-1)
 }
 
 func lobPath(oid uint32) string { return fmt.Sprintf("lobs/%d", oid) }

@@ -26,17 +26,29 @@
 //     snapshot (SET TRANSACTION SNAPSHOT) and take tables, biggest first:
 //     LOCK TABLE … NOWAIT (like pg_dump -j, so that a DDL statement queued
 //     behind the coordinator's lock fails the backup instead of deadlocking
-//     it), then COPY (SELECT columns FROM ONLY table ORDER BY primary key) TO
-//     STDOUT piped into the stream data/<schema>.<table>.copy. Ordering by
-//     the primary key keeps unchanged rows in unchanged chunks from one day
-//     to the next, so the vault deduplicates them; a table without a primary
-//     key is copied in physical order (recorded as such in meta.json), which
-//     deduplicates less well where rows are updated. Generated columns are
-//     left out (the restore recomputes them). Sessions run with row_security
-//     off: a table whose rows a policy would hide from the backup's role
-//     fails the backup rather than being copied in part. The row count of
-//     each table is the number of rows in its COPY stream (text format: one
-//     newline per row), hence exactly the snapshot's.
+//     it), then COPY … TO STDOUT piped into the stream
+//     data/<schema>.<table>.copy. The setting order chooses the rows' order:
+//     - physical (the default): the rows as they lie in the table, the
+//     cheapest scan for the server. Rows that do not change stay where they
+//     are from one day to the next (an UPDATE moves only the rows it
+//     updates), so unchanged chunks deduplicate. On PostgreSQL 14 and later
+//     a table bigger than one part (partBlocks, 128 MiB) is split into parts
+//     of that many blocks, data/<schema>.<table>.part<NNNN>.copy, read with
+//     TID range scans (WHERE ctid >= '(from,0)' AND ctid < '(to,0)'; the last
+//     part open-ended) by all the workers at once, and loaded in parallel at
+//     restore. Parts start at fixed block numbers, so a part holds the same
+//     blocks every day. A table rewritten (VACUUM FULL, CLUSTER, pg_repack)
+//     deduplicates poorly against the backups made before the rewrite.
+//     - key: COPY (SELECT columns FROM ONLY table ORDER BY primary key), one
+//     worker per table; stable across rewrites, but an index scan and sort
+//     for the server. A table without a primary key is copied in physical
+//     order (a warning in meta.json).
+//     Generated columns are left out (the restore recomputes them). Sessions
+//     run with row_security off: a table whose rows a policy would hide from
+//     the backup's role fails the backup rather than being copied in part.
+//     The row count of each table (and part) is the number of rows in its
+//     COPY stream (text format: one newline per row), hence exactly the
+//     snapshot's.
 //  4. Large objects are streamed by the workers into lobs/<oid> with
 //     lo_get(oid, offset, length) in the snapshot; their metadata (owner,
 //     privileges) is in the schema. Sequence values (read after the snapshot
@@ -56,6 +68,7 @@
 //	meta.json                      Meta: versions, encoding, locale, tables and their row counts, sequences, warnings
 //	schema.pgdump                  pg_dump custom archive, pre-data and post-data sections
 //	data/<schema>.<table>.copy     COPY text of one table ('%', '/', '.' in names escaped as %XX)
+//	data/<schema>.<table>.partNNNN.copy  COPY text of one part of a big table (order=physical)
 //	lobs/<oid>                     content of one large object
 //	roles.sql                      pg_dumpall --roles-only --no-role-passwords (roles=true)
 //
@@ -64,7 +77,8 @@
 //
 // Connections: the settings are host, port (5432), user, database
 // (required), password (a reference, "env:NAME" or "file:PATH", read with
-// Conn.Secret), sslmode (prefer), roles ("true") and lock_wait_timeout
+// Conn.Secret), sslmode (prefer), roles ("true"), order ("physical" or
+// "key", see above) and lock_wait_timeout
 // (60s; how long the coordinator and pg_dump wait for a table lock, "0" for
 // ever). The password goes to the driver through its configuration and to
 // pg_dump, pg_restore, pg_dumpall and psql only through the PGPASSWORD
@@ -82,7 +96,8 @@
 // source.ErrTargetNotEmpty before writing anything. The schema archive is
 // read (verified) into a temporary file, the database is created (TEMPLATE
 // template0 with the source's encoding and locale), then: pre-data with
-// pg_restore in one transaction, table data with COPY FROM STDIN over
+// pg_restore in one transaction, table data (the parts of a big table in
+// parallel too) with COPY FROM STDIN over
 // RestoreOptions.Parallel connections (default 2) fed from the verified
 // streams, large objects, sequence values, and post-data with pg_restore -j.
 // By default objects are owned by the restoring user and privileges are not
@@ -161,6 +176,7 @@ type settings struct {
 	owners      string // restore: "none" or "keep"
 	maintenance string // restore: database to connect to for CREATE DATABASE
 	lockWait    string // pg_dump --lock-wait-timeout and the coordinator's lock_timeout
+	order       string // backup: "physical" or "key"; "" for the default
 }
 
 func parseSettings(c source.Conn) (settings, error) {
@@ -177,7 +193,7 @@ func parseSettings(c source.Conn) (settings, error) {
 	}
 	bad := func(format string, args ...any) (settings, error) {
 		return settings{}, hint.With(fmt.Errorf("resource %s: "+format+": %w", append(append([]any{c.Resource}, args...), source.ErrSettings)...),
-			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles")
+			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles, order (physical or key)")
 	}
 	if s.database == "" {
 		return bad("setting database is required")
@@ -188,6 +204,12 @@ func parseSettings(c source.Conn) (settings, error) {
 	}
 	if s.sslmode, err = c.SSLMode(); err != nil {
 		return settings{}, err
+	}
+	switch o := c.Settings["order"]; o {
+	case "", orderPhysical, orderKey:
+		s.order = o
+	default:
+		return bad("order %q: want physical or key", o)
 	}
 	switch r := c.Settings["roles"]; r {
 	case "", "false":

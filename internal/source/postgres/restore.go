@@ -295,15 +295,33 @@ func (rs *restore) restoreRoles(ctx context.Context, maint string) error {
 // loadData loads the tables and large objects over parallel sessions,
 // biggest tables first.
 func (rs *restore) loadData(ctx context.Context) error {
-	tables := append([]Table(nil), rs.meta.Tables...)
-	sort.SliceStable(tables, func(i, j int) bool { return tables[i].Bytes > tables[j].Bytes })
+	// One job per table or part of a table (parts of one table load in
+	// parallel), biggest first.
 	type job struct {
 		t *Table
+		p *Part
 		l *LargeObject
 	}
-	jobs := make(chan job, len(tables)+len(rs.meta.LargeObjects))
-	for i := range tables {
-		jobs <- job{t: &tables[i]}
+	var tjobs []job
+	for i := range rs.meta.Tables {
+		t := &rs.meta.Tables[i]
+		if len(t.Parts) == 0 {
+			tjobs = append(tjobs, job{t: t})
+		}
+		for k := range t.Parts {
+			tjobs = append(tjobs, job{t: t, p: &t.Parts[k]})
+		}
+	}
+	size := func(j job) int64 {
+		if j.p != nil {
+			return j.p.Bytes
+		}
+		return j.t.Bytes
+	}
+	sort.SliceStable(tjobs, func(i, j int) bool { return size(tjobs[i]) > size(tjobs[j]) })
+	jobs := make(chan job, len(tjobs)+len(rs.meta.LargeObjects))
+	for _, j := range tjobs {
+		jobs <- j
 	}
 	for i := range rs.meta.LargeObjects {
 		jobs <- job{l: &rs.meta.LargeObjects[i]}
@@ -324,7 +342,7 @@ func (rs *restore) loadData(ctx context.Context) error {
 					return err
 				}
 				if j.t != nil {
-					err = rs.loadTable(ctx, conn, j.t)
+					err = rs.loadTable(ctx, conn, j.t, j.p)
 				} else {
 					err = rs.loadLargeObject(ctx, conn, j.l)
 				}
@@ -350,20 +368,25 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (rs *restore) loadTable(ctx context.Context, conn *pgx.Conn, t *Table) error {
-	rd, err := rs.files.open(ctx, t.Path)
+// loadTable loads a table's rows, or those of its part p.
+func (rs *restore) loadTable(ctx context.Context, conn *pgx.Conn, t *Table, p *Part) error {
+	what, path, rows := "table "+t.String(), t.Path, t.Rows
+	if p != nil {
+		what, path, rows = "table "+t.String()+" "+p.blocks(), p.Path, p.Rows
+	}
+	rd, err := rs.files.open(ctx, path)
 	if err != nil {
-		return fmt.Errorf("table %s: %w", t, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	cr := &countingReader{r: rd}
 	tag, err := conn.PgConn().CopyFrom(ctx, cr, t.copyIn())
 	if err != nil {
-		return fmt.Errorf("table %s: %w", t, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	if tag.RowsAffected() != t.Rows {
-		return fmt.Errorf("table %s: loaded %d rows, the recovery point recorded %d", t, tag.RowsAffected(), t.Rows)
+	if tag.RowsAffected() != rows {
+		return fmt.Errorf("%s: loaded %d rows, the recovery point recorded %d", what, tag.RowsAffected(), rows)
 	}
-	rs.rows.Add(t.Rows)
+	rs.rows.Add(rows)
 	rs.bytes.Add(cr.n)
 	return nil
 }
