@@ -45,8 +45,14 @@ func metaOf(t *testing.T, r *repo.Repository, m *snapshot.Manifest) *meta {
 // the second backup added to the vault (Manifest.Stats.StoredAdded counts
 // everything the repository handle stored so far).
 func TestNextDayBackupDeduplicates(t *testing.T) {
+	for _, mode := range []string{modeScan, modePSync} {
+		t.Run(mode, func(t *testing.T) { testNextDay(t, mode) })
+	}
+}
+
+func testNextDay(t *testing.T, mode string) {
 	r, _ := repo.TestRepository(t)
-	c := startServer(t).conn()
+	c := startServer(t).conn("mode", mode)
 	loadDataset(t, c)
 	fingerprint(t, c) // reads every key: the server finishes rehashing its tables
 	backupOf(t, Adapter{}, r, c)
@@ -69,13 +75,14 @@ func TestNextDayBackupDeduplicates(t *testing.T) {
 }
 
 func TestTTLsArePreserved(t *testing.T) {
-	t.Run("PEXPIRETIME", func(t *testing.T) { testTTLs(t, Adapter{}) })
-	t.Run("TIME+PTTL", func(t *testing.T) { testTTLs(t, Adapter{usePTTL: true}) })
+	t.Run("PEXPIRETIME", func(t *testing.T) { testTTLs(t, Adapter{}, modeScan, "pexpiretime") })
+	t.Run("TIME+PTTL", func(t *testing.T) { testTTLs(t, Adapter{usePTTL: true}, modeScan, "pttl") })
+	t.Run("PSYNC", func(t *testing.T) { testTTLs(t, Adapter{}, modePSync, "rdb") })
 }
 
-func testTTLs(t *testing.T, a Adapter) {
+func testTTLs(t *testing.T, a Adapter, mode, expiry string) {
 	r, _ := repo.TestRepository(t)
-	src := startServer(t).conn()
+	src := startServer(t).conn("mode", mode)
 	cl := testClient(t, src, 0)
 	mustDo(t, cl, "SET", "hour", "x", "PX", 3_600_000)
 	mustDo(t, cl, "SET", "ten-minutes", "x", "PX", 600_000)
@@ -90,8 +97,8 @@ func testTTLs(t *testing.T, a Adapter) {
 		before[k] = cl.PTTL(ctxb(), k).Val().Milliseconds()
 	}
 	m := backupOf(t, a, r, src)
-	if want := map[bool]string{true: "pttl", false: "pexpiretime"}[a.usePTTL]; metaOf(t, r, m).Expiry != want {
-		t.Fatalf("meta expiry %q, want %q", metaOf(t, r, m).Expiry, want)
+	if mt := metaOf(t, r, m); mt.Expiry != expiry || mt.Mode != mode {
+		t.Fatalf("meta expiry %q, mode %q, want %q, %q", mt.Expiry, mt.Mode, expiry, mode)
 	}
 	target := startServer(t).conn()
 	if _, err := a.Restore(ctxb(), r, m, target, source.RestoreOptions{}); err != nil {
@@ -120,7 +127,7 @@ func testTTLs(t *testing.T, a Adapter) {
 // pipelined path and on the sampled (MULTI/EXEC) path.
 func TestVanishedKeysAreSkipped(t *testing.T) {
 	r, _ := repo.TestRepository(t)
-	src := serviceConn(t, 1)
+	src := serviceConn(t, 1).With(map[string]string{"mode": modeScan})
 	cl := testClient(t, src, 1)
 	const n = 300
 	pipe(t, cl, func(p goredis.Pipeliner) {
@@ -389,7 +396,7 @@ func TestServerRestartDuringBackupCommitsNothing(t *testing.T) {
 	var once sync.Once
 	a := Adapter{ScanCount: 50}
 	a.afterScan = func(int, []string) { once.Do(func() { ts.restart(t) }) }
-	_, err := a.Backup(ctxb(), archiver.New(r, archiver.Options{}), c)
+	_, err := a.Backup(ctxb(), archiver.New(r, archiver.Options{}), c.With(map[string]string{"mode": modeScan}))
 	t.Logf("restart: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "restarted or failed over") {
 		t.Fatalf("backup across a restart: %v, want it to fail naming the restart", err)

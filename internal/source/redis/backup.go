@@ -36,6 +36,24 @@ func (a Adapter) Backup(ctx context.Context, arch *archiver.Archiver, c source.C
 		return nil, hint.With(fmt.Errorf("redis %s: cluster mode is enabled, which this adapter does not back up", s.addr()),
 			"back up each shard's primary (or replica) endpoint as its own resource, or use a cluster-mode-disabled replication group")
 	}
+	src := snapshot.Source{Type: a.Type(), Resource: c.Resource}
+	var fallback string
+	if s.mode != modeScan {
+		m, why, err := a.tryPSync(ctx, arch, src, s, ctl, si)
+		if why == "" {
+			return m, err
+		}
+		// Mode auto: a failed attempt committed nothing (and the archiver
+		// may run again; its progress counters include the attempt).
+		fallback = why
+		a.log().Info("redis backup: PSYNC not possible, reading the keys with SCAN instead",
+			"resource", c.Resource, "server", s.addr(), "reason", why)
+	}
+	return a.backupScan(ctx, arch, src, s, ctl, si, fallback)
+}
+
+// backupScan backs up through SCAN, DUMP and PEXPIRETIME (or PTTL).
+func (a Adapter) backupScan(ctx context.Context, arch *archiver.Archiver, src snapshot.Source, s *settings, ctl *goredis.Client, si *serverInfo, fallback string) (*snapshot.Manifest, error) {
 	var dbs []int
 	if s.hasDB {
 		dbs = []int{s.db}
@@ -52,15 +70,11 @@ func (a Adapter) Backup(ctx context.Context, arch *archiver.Archiver, c source.C
 		return nil, err
 	}
 	pexp := versionAtLeast(si.Version, 7, 0) && !a.usePTTL
-	mt := &meta{
-		Format: metaVersion, RedisVersion: si.Version, RunID: si.RunID,
-		Started: time.UnixMilli(startMS).UTC(), StartedMS: startMS,
-		Expiry: "pttl", Shards: a.parallel(), DBs: []dbMeta{},
-	}
+	mt := a.newMeta(si, startMS)
+	mt.Mode, mt.Fallback, mt.Expiry = modeScan, fallback, "pttl"
 	if pexp {
 		mt.Expiry = "pexpiretime"
 	}
-	src := snapshot.Source{Type: a.Type(), Resource: c.Resource}
 	return arch.BackupStreams(ctx, src, func(ctx context.Context, st *archiver.Streams) error {
 		for _, db := range dbs {
 			dm, err := a.backupDB(ctx, s, st, db, si.DBs[db].Keys, pexp)
@@ -236,7 +250,7 @@ func sampleThreshold(keys int64, size int) uint64 {
 	return math.MaxUint64 / uint64(keys) * uint64(size)
 }
 
-func sampleHash(key string) uint64 {
+func sampleHash[K ~string | ~[]byte](key K) uint64 {
 	s := sha256.Sum256([]byte(key))
 	return binary.BigEndian.Uint64(s[:8])
 }

@@ -26,7 +26,8 @@ package redis
 //	         u64      payload length P
 //	         P bytes  payload: the reply of DUMP key, verbatim (type byte, RDB
 //	                  serialisation of the value, RDB version u16 little-endian,
-//	                  CRC64 little-endian)
+//	                  CRC64 little-endian); on the PSYNC path the same bytes,
+//	                  built from the snapshot (see rdb.go)
 //	trailer  u32      0xFFFFFFFF
 //	         u64      number of records in the file
 //
@@ -35,17 +36,20 @@ package redis
 // (SCAN may return a key twice while the server resizes its hash table); the
 // later record wins on restore and meta.json counts the key once.
 //
-// Records follow SCAN order, filtered to the shard: for an unchanged keyspace
-// SCAN order is stable (it walks the hash table's buckets), so unchanged keys
+// Records follow SCAN order, filtered to the shard (PSYNC: the snapshot's
+// order, which walks the same hash table): for an unchanged keyspace that
+// order is stable (it walks the hash table's buckets), so unchanged keys
 // produce unchanged bytes and the next day's backup deduplicates; sorting
 // would need the whole keyspace in memory. A rehash of the source's table
-// (the key count crossing a power of two) changes the order once.
+// (the key count crossing a power of two) changes the order once. A PSYNC
+// point never holds a key twice.
 //
 // The expiry is absolute, not the PTTL read at backup time, for the same
 // reason: an unchanged key with a TTL keeps the same record day after day,
 // whereas its PTTL shrinks with every backup. It comes from PEXPIRETIME
 // (Redis ≥ 7.0) or, on older servers, from TIME + PTTL in the same pipeline
-// (exact to the millisecond of the pipeline, so such keys deduplicate less).
+// (exact to the millisecond of the pipeline, so such keys deduplicate less);
+// on the PSYNC path, from the snapshot, which holds absolute expiries.
 // Restore gives each key the TTL it had left when the backup started
 // (expire-at − meta.json's started_ms), see Restore.
 
@@ -56,7 +60,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 )
 
 const (
@@ -114,6 +117,34 @@ func (rw *recordWriter) write(key, payload []byte, expireAt int64) error {
 		return err
 	}
 	rw.n++
+	return nil
+}
+
+// appendRecordHead appends the head of a record (key length, key, expiry and
+// a zero payload length) to dst, for records assembled in memory (the PSYNC
+// path); the payload follows, and setPayloadLen then fills in its length at
+// lenAt. Such records reach a shard file through writeEncoded.
+func appendRecordHead(dst, key []byte, expireAt int64) (out []byte, lenAt int, err error) {
+	if len(key) >= maxKeyLen {
+		return dst, 0, fmt.Errorf("key of %d bytes is longer than Redis allows", len(key))
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(expireAt))
+	lenAt = len(dst)
+	return binary.BigEndian.AppendUint64(dst, 0), lenAt, nil
+}
+
+// setPayloadLen writes the payload length n into a record head at lenAt.
+func setPayloadLen(rec []byte, lenAt, n int) { binary.BigEndian.PutUint64(rec[lenAt:], uint64(n)) }
+
+// writeEncoded writes n records encoded with appendRecordHead and their
+// payloads.
+func (rw *recordWriter) writeEncoded(b []byte, n int) error {
+	if _, err := rw.w.Write(b); err != nil {
+		return err
+	}
+	rw.n += uint64(n)
 	return nil
 }
 
@@ -293,46 +324,87 @@ func maxRDBFor(ver string) int {
 }
 
 // crc64 is Redis's CRC-64 (Jones polynomial, reflected, initial value 0, no
-// final xor) that ends every DUMP payload.
+// final xor) that ends every DUMP payload and RDB file; slicing by 8 bytes.
 func crc64(crc uint64, p []byte) uint64 {
+	t := &crc64Tables
+	for len(p) >= 8 {
+		crc ^= binary.LittleEndian.Uint64(p)
+		crc = t[7][crc&0xff] ^ t[6][crc>>8&0xff] ^ t[5][crc>>16&0xff] ^ t[4][crc>>24&0xff] ^
+			t[3][crc>>32&0xff] ^ t[2][crc>>40&0xff] ^ t[1][crc>>48&0xff] ^ t[0][crc>>56]
+		p = p[8:]
+	}
 	for _, b := range p {
-		crc ^= uint64(b)
-		for range 8 {
-			if crc&1 != 0 {
-				crc = crc>>1 ^ 0x95ac9329ac4bc9b5
-			} else {
-				crc >>= 1
-			}
-		}
+		crc = t[0][byte(crc)^b] ^ crc>>8
 	}
 	return crc
 }
+
+// crc64Tables[k][b] is the CRC of byte b followed by k zero bytes.
+var crc64Tables = func() (t [8][256]uint64) {
+	const poly = 0x95ac9329ac4bc9b5 // Jones, reflected
+	for i := range 256 {
+		c := uint64(i)
+		for range 8 {
+			if c&1 != 0 {
+				c = c>>1 ^ poly
+			} else {
+				c >>= 1
+			}
+		}
+		t[0][i] = c
+	}
+	for k := 1; k < 8; k++ {
+		for i := range 256 {
+			t[k][i] = t[k-1][i]>>8 ^ t[0][byte(t[k-1][i])]
+		}
+	}
+	return t
+}()
 
 // ---------------------------------------------------------------- key slots
 
 // keySlot returns the Redis Cluster hash slot of key (CRC16/XMODEM of the
 // key, or of the first non-empty {hash tag}, modulo 16384).
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
+func keySlot[K ~string | ~[]byte](key K) int {
+	start, end := 0, len(key)
 	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
+		if key[i] != '{' {
+			continue
+		}
+		for j := i + 1; j < len(key); j++ {
+			if key[j] == '}' {
+				if j > i+1 {
+					start, end = i+1, j
+				}
+				break
 			}
 		}
+		break
+	}
+	var crc uint16
+	for i := start; i < end; i++ {
+		crc = crc<<8 ^ crc16Table[byte(crc>>8)^key[i]]
 	}
 	return int(crc) & 16383
 }
 
+// crc16Table is CRC16/XMODEM (polynomial 0x1021) by byte.
+var crc16Table = func() (t [256]uint16) {
+	for i := range 256 {
+		c := uint16(i) << 8
+		for range 8 {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
+
 // shardOf maps key to one of n shards by its slot.
-func shardOf(key string, n int) int { return keySlot(key) * n / 16384 }
+func shardOf[K ~string | ~[]byte](key K, n int) int { return keySlot(key) * n / 16384 }
 
 func shardPath(db, shard int) string { return fmt.Sprintf("db%d/shard-%02d.rdbdump", db, shard) }

@@ -33,10 +33,41 @@ type meta struct {
 	Started   time.Time `json:"started"`
 	StartedMS int64     `json:"started_ms"`
 	Finished  time.Time `json:"finished"`
-	// Expiry is how expiries were read: "pexpiretime" or "pttl" (TIME + PTTL).
+	// Expiry is how expiries were read: "pexpiretime" or "pttl" (TIME +
+	// PTTL) by the SCAN path, "rdb" (the snapshot's absolute expiries) by
+	// the PSYNC path.
 	Expiry string   `json:"expiry"`
 	Shards int      `json:"shards"`
 	DBs    []dbMeta `json:"dbs"`
+
+	// Mode is the path that read the keys: "scan" or "psync" (points
+	// written before PSYNC existed have none and are SCAN points).
+	Mode string `json:"mode,omitempty"`
+	// Fallback says why a backup in mode auto used SCAN: the server's
+	// refusal of PSYNC, or what the RDB parser could not read.
+	Fallback string `json:"fallback,omitempty"`
+	// PSYNC only: the replication id and offset of the snapshot (the
+	// server's +FULLRESYNC reply), its RDB format and how it was sent
+	// ("diskless" or "disk").
+	ReplID     string `json:"repl_id,omitempty"`
+	ReplOffset int64  `json:"repl_offset,omitempty"`
+	RDBVersion int    `json:"rdb_version,omitempty"`
+	Transfer   string `json:"transfer,omitempty"`
+}
+
+// Modes of backup.
+const (
+	modeAuto  = "auto"
+	modeScan  = "scan"
+	modePSync = "psync"
+)
+
+// mode returns the path that made the point.
+func (m *meta) mode() string {
+	if m.Mode == "" {
+		return modeScan
+	}
+	return m.Mode
 }
 
 // dbMeta describes one database of the recovery point.
@@ -48,7 +79,9 @@ type dbMeta struct {
 	// Records counts the records of the shard files: Keys + Duplicates.
 	Records    int64 `json:"records"`
 	Duplicates int64 `json:"duplicates,omitempty"`
-	// Vanished counts keys SCAN returned that were gone when dumped.
+	// Vanished counts keys SCAN returned that were gone when dumped, or,
+	// for a PSYNC point, keys of the snapshot that had already expired
+	// when the backup started (Redis deletes expired keys lazily).
 	Vanished int64 `json:"vanished,omitempty"`
 	Expires  int64 `json:"expires"`       // stored keys with a TTL
 	Bytes    int64 `json:"payload_bytes"` // sum of DUMP payload sizes
@@ -56,6 +89,9 @@ type dbMeta struct {
 	KeysAtStart int64    `json:"keys_at_start"`
 	Files       []string `json:"files"`
 	Sample      []sample `json:"sample,omitempty"`
+	// SampleChanged (PSYNC) counts sampled keys left out of Sample because
+	// they changed between the snapshot and the moment they were read.
+	SampleChanged int64 `json:"sample_changed,omitempty"`
 }
 
 // sample is a key read atomically at backup with its value's digest.

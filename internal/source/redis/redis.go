@@ -1,6 +1,56 @@
-// Package redis backs up Redis and ElastiCache through SCAN, DUMP and PTTL (no SYNC or BGSAVE needed), restores into a new instance or an empty database with RESTORE, and validates key counts and sampled values.
+// Package redis backs up Redis and ElastiCache, through the replication stream (PSYNC) where the server allows it and through SCAN, DUMP and PTTL where it does not (ElastiCache: no SYNC or BGSAVE needed), restores into a new instance or an empty database with RESTORE, and validates key counts and sampled values.
 //
 // # Backup
+//
+// The setting `mode` chooses the path: "psync", "scan", or "auto" (the
+// default), which tries PSYNC and falls back to SCAN, logging why at Info
+// and recording it in meta.json (fallback), when the server refuses
+// replication (ElastiCache and most managed services answer PSYNC with an
+// error; an ACL user may lack +psync or +replconf), writes an RDB format
+// newer than this build reads (Redis 7.4 and later), or holds a key the
+// RDB parser cannot delimit (a module type). Mode psync fails instead, with
+// an error wrapping source.ErrSettings and a hint. Both paths write the
+// same shard files and meta.json (its `mode` says which made the point),
+// so Restore and Validate do not care. A cluster-enabled server is refused
+// by both, with a clear error: back up each shard's primary or replica
+// endpoint as its own resource.
+//
+// # PSYNC path
+//
+// On its own connection (TLS, AUTH with or without username as the
+// clients), the adapter asks for a snapshot only, as redis-cli --rdb does
+// (REPLCONF capa eof, REPLCONF rdb-only 1 on Redis 7.0+, so the server
+// keeps no replica and sends no replication stream), then PSYNC ? -1. The
+// server forks and sends an RDB: diskless (the default since 7.0: streamed
+// by the fork after repl-diskless-sync-delay, 5 s by default, and ended by
+// a 40-byte mark) or written to its disk first then sent with its length.
+// The fork costs the server copy-on-write memory while it runs, as BGSAVE
+// does; the SCAN path never forks.
+//
+// A streaming parser (rdb.go) reads the RDB once, in constant memory but
+// one value at a time, and turns every key into the DUMP payload the server
+// would return (type byte, the value's bytes as in the RDB, RDB version,
+// CRC-64) without decoding values; the records go to the shard writers in
+// batches, as the SCAN path's. It reads RDB formats 6 to 11 (Redis 2.6 to
+// 7.2, Valkey 7.2 and 8.0): every value type and encoding, streams with
+// their consumer groups and pending entries. It skips functions (FUNCTION2:
+// not backed up, as with SCAN), module auxiliary data, LRU/LFU hints and
+// keys of other databases than the `db` setting's (the snapshot always
+// holds them all). The RDB's checksum is verified; a mismatch, a truncated
+// transfer or a malformed stream fails the backup and commits nothing.
+//
+// Consistency: the snapshot is the whole keyspace at one instant (the
+// fork). Keys that had expired when the backup started but were still in
+// memory are skipped and counted (vanished). The sample for Validate is
+// read from the live server while the snapshot streams in, in one
+// MULTI/EXEC per key as the SCAN path does, and a sampled key whose DUMP
+// payload differs from the snapshot's (it changed since) is left out and
+// counted, so that the sample always describes what was stored.
+//
+// Memory: a 1 MiB read buffer and a few batches of records of about 512 KiB
+// per shard writer; a big value is held whole in its batch.
+//
+// # SCAN path
 //
 // For every database that INFO keyspace lists (or only the one of the `db`
 // setting), one goroutine SCANs the keyspace and hands each batch of keys to
@@ -9,7 +59,8 @@
 // batch, on its own connection, and writes the records to its shard file
 // through a pipe into archiver.Streams.Add. Only commands that ElastiCache
 // allows are used: INFO, SCAN, DUMP, PEXPIRETIME/PTTL, TIME, TYPE and reads,
-// MULTI/EXEC. CONFIG, SYNC/PSYNC, BGSAVE and DEBUG are never called.
+// MULTI/EXEC. CONFIG, BGSAVE and DEBUG are never called (nor SYNC/PSYNC
+// outside the PSYNC path).
 //
 // Consistency: each key is read atomically, the keyspace is not: a key
 // written during the backup may be seen before or after the write, a key
@@ -27,11 +78,6 @@
 // their type and value; meta.json keeps a digest of the value in a canonical
 // form (sets and hashes sorted), which Validate compares, since the DUMP
 // payload of a hash table encoded set or hash differs between servers.
-//
-// Not built: the PSYNC fast path through the replication stream (most
-// managed services, ElastiCache included, refuse it) and cluster mode (a
-// cluster-enabled server is refused with a clear error: back up each shard's
-// primary or replica endpoint as its own resource).
 //
 // # Record format
 //
@@ -58,6 +104,9 @@
 //	tls       "true" for TLS (ElastiCache in-transit encryption); server name = host
 //	db        only this database (backup), or the database to restore a
 //	          single-database point into and to run checks in (target)
+//	mode      backup path: auto (default: PSYNC, else SCAN), psync or scan.
+//	          PSYNC needs the ACL permissions +psync +replconf (and those
+//	          of the sample: the SCAN path's read commands)
 package redis
 
 import (
@@ -66,6 +115,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -91,9 +141,16 @@ type Adapter struct {
 	// Validate. Default 100.
 	SampleSize int
 
+	// Log receives what the adapter decides on its own (mode auto falling
+	// back to SCAN). Default slog.Default().
+	Log *slog.Logger
+
 	// afterScan, for tests, is called with every SCAN batch before its keys
 	// are dumped.
 	afterScan func(db int, keys []string)
+	// rdbUnsupported, for tests, makes the RDB parser treat value types as
+	// unknown.
+	rdbUnsupported func(typ byte) bool
 	// usePTTL, for tests, reads expiries with TIME + PTTL as for servers
 	// older than 7.0.
 	usePTTL bool
@@ -118,6 +175,13 @@ func (a Adapter) scanCount() int {
 	return 1000
 }
 
+func (a Adapter) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.Default()
+}
+
 func (a Adapter) sampleSize() int {
 	if a.SampleSize > 0 {
 		return a.SampleSize
@@ -135,6 +199,7 @@ type settings struct {
 	tls      bool
 	db       int
 	hasDB    bool
+	mode     string // modeAuto, modeScan or modePSync
 }
 
 func parseSettings(c source.Conn) (*settings, error) {
@@ -160,6 +225,14 @@ func parseSettings(c source.Conn) (*settings, error) {
 			return nil, fmt.Errorf("resource %s: setting db %q: want a database number (0, 1…): %w", c.Resource, v, source.ErrSettings)
 		}
 		s.db, s.hasDB = n, true
+	}
+	switch v := c.Settings["mode"]; v {
+	case "", modeAuto:
+		s.mode = modeAuto
+	case modeScan, modePSync:
+		s.mode = v
+	default:
+		return nil, fmt.Errorf("resource %s: setting mode %q: want auto, scan or psync: %w", c.Resource, v, source.ErrSettings)
 	}
 	pw, err := c.Secret("password")
 	if err != nil {

@@ -212,12 +212,20 @@ func fingerprint(t *testing.T, c source.Conn) string {
 	return fmt.Sprintf("%d keys %x", len(lines), sum[:12])
 }
 
+// TestConformance runs the suite with each mode: the SCAN path, and the
+// PSYNC path (mode psync: it fails rather than fall back).
 func TestConformance(t *testing.T) {
 	t.Setenv("COFFRE_TEST_REDIS_BAD_PASSWORD", "not-the-password-123")
+	for _, mode := range []string{modeScan, modePSync} {
+		t.Run(mode, func(t *testing.T) { conformance(t, mode) })
+	}
+}
+
+func conformance(t *testing.T, mode string) {
 	sourcetest.Run(t, sourcetest.Harness{
 		Adapter: Adapter{},
 		Source: func(t *testing.T) source.Conn {
-			c := startServer(t).conn()
+			c := startServer(t).conn("mode", mode)
 			loadDataset(t, c)
 			return c
 		},

@@ -69,6 +69,8 @@ type testServer struct {
 
 // startServer starts a new, empty redis-server on 127.0.0.1 at a free port
 // with a random password and no persistence; extra lines go to its config.
+// Its diskless replication starts at once (repl-diskless-sync-delay 0, not
+// the default 5 s) so that PSYNC backups do not wait.
 func startServer(t *testing.T, extra ...string) *testServer {
 	t.Helper()
 	serviceAddr(t) // the services script installed redis-server
@@ -102,7 +104,7 @@ func (ts *testServer) launch(t *testing.T, port string) bool {
 	conf := filepath.Join(ts.dir, "redis.conf")
 	lines := append([]string{
 		"bind 127.0.0.1", "port " + port, "requirepass " + pw, `save ""`, "appendonly no",
-		"daemonize no", "dir " + ts.dir, `logfile ""`,
+		"daemonize no", "dir " + ts.dir, `logfile ""`, "repl-diskless-sync-delay 0",
 	}, ts.extra...)
 	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
