@@ -24,7 +24,7 @@ type cEncoder struct {
 }
 
 func newEncoder(level int) encoder {
-	return &cEncoder{level: level, ctxs: make(chan ddzstd.Ctx, max(2, runtime.GOMAXPROCS(0)))}
+	return &cEncoder{level: level, ctxs: make(chan ddzstd.Ctx, 4*runtime.GOMAXPROCS(0))}
 }
 
 func (e *cEncoder) encode(dst, src []byte) ([]byte, error) {

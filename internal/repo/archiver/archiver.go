@@ -64,7 +64,7 @@ type Options struct {
 	Workers      int                // CPU workers (hash, compress, encrypt), default GOMAXPROCS
 	Progress     *Progress
 	MaxBuffered  int64 // bytes of chunks in flight, default 16 MiB
-	Chunkers     int   // files chunked concurrently (large files), default 4
+	Chunkers     int   // files chunked concurrently (large files), default 2: each chunker holds MaxSize+1 MiB
 	Tags         map[string]string
 	Resource     string
 	Lifecycle    *snapshot.Lifecycle          // recorded in the manifest
@@ -135,7 +135,7 @@ func New(r *repo.Repository, o Options) *Archiver {
 		o.MaxBuffered = 16 << 20
 	}
 	if o.Chunkers <= 0 {
-		o.Chunkers = 4
+		o.Chunkers = 2
 	}
 	if o.MaxErrorList <= 0 {
 		o.MaxErrorList = 100
