@@ -133,12 +133,17 @@ for run in $(seq "$RUNS"); do
 	$PSQL -c "DROP DATABASE restored_pr" -c "DROP DATABASE restored_co"
 done
 
+for k in "${!R[@]}"; do log "$k:${R[$k]}"; done
+
 # ---------------------------------------------------------------- day 2
 log "day 2: ~1% of rows changed in clustered runs"
 V1=$(du -sb "$CDIR/vault" | cut -f1)
 as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fp bench >"$WORK/dump.v1.sql"
 sed -n '/^# v2:/,/^\$DUMP > "\$OUT\/dump.v2.sql"/p' /work/shared/bench/make_pgdump.sh | sed -n '/^SELECT setseed/,/^SQL$/p' | sed '$d' |
-	sed "s/\$SCALE/$SCALE/g; s/\$EVENTS/$EVENTS/g" | $PSQL -d bench
+	sed "s/\$SCALE/$SCALE/g; s/\$EVENTS/$EVENTS/g" |
+	# A database that already had a day 2 (an earlier run) gets its appended
+	# events removed first, so that the INSERT does not collide.
+	{ echo "DELETE FROM events WHERE id > $EVENTS;"; cat; } | $PSQL -d bench
 as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fp bench >"$WORK/dump.v2.sql"
 "$COFFRE" backup start --resource "$RES" --vault bench >/dev/null
 V2=$(du -sb "$CDIR/vault" | cut -f1)
