@@ -28,21 +28,22 @@
 //     behind the coordinator's lock fails the backup instead of deadlocking
 //     it), then COPY … TO STDOUT piped into the stream
 //     data/<schema>.<table>.copy. The setting order chooses the rows' order:
-//     - physical (the default): the rows as they lie in the table, the
-//     cheapest scan for the server. Rows that do not change stay where they
-//     are from one day to the next (an UPDATE moves only the rows it
-//     updates), so unchanged chunks deduplicate. On PostgreSQL 14 and later
-//     a table bigger than one part (partBlocks, 128 MiB) is split into parts
-//     of that many blocks, data/<schema>.<table>.part<NNNN>.copy, read with
-//     TID range scans (WHERE ctid >= '(from,0)' AND ctid < '(to,0)'; the last
-//     part open-ended) by all the workers at once, and loaded in parallel at
-//     restore. Parts start at fixed block numbers, so a part holds the same
-//     blocks every day. A table rewritten (VACUUM FULL, CLUSTER, pg_repack)
-//     deduplicates poorly against the backups made before the rewrite.
-//     - key: COPY (SELECT columns FROM ONLY table ORDER BY primary key), one
-//     worker per table; stable across rewrites, but an index scan and sort
-//     for the server. A table without a primary key is copied in physical
-//     order (a warning in meta.json).
+//     - key (the default): COPY (SELECT columns FROM ONLY table ORDER BY
+//     primary key), one worker per table. An UPDATE changes rows where they
+//     are in the stream, so unchanged rows stay in unchanged chunks from
+//     one day to the next and the vault deduplicates them. A table without
+//     a primary key is copied in physical order (a warning in meta.json).
+//     - physical: the rows as they lie in the table, the cheapest scan for
+//     the server. On PostgreSQL 14 and later a table bigger than one part
+//     (partBlocks, 128 MiB) is split into parts of that many blocks,
+//     data/<schema>.<table>.part<NNNN>.copy, read with TID range scans
+//     (WHERE ctid >= '(from,0)' AND ctid < '(to,0)'; the last part
+//     open-ended) by all the workers at once, and loaded in parallel at
+//     restore. Parts start at fixed block numbers. But an UPDATE puts the
+//     new row version wherever the table has free space, so a day's updates
+//     dirty chunks all over the streams: it deduplicates much worse (see
+//     orderPhysical). For append-mostly tables on servers with cores to
+//     spare.
 //     Generated columns are left out (the restore recomputes them). Sessions
 //     run with row_security off: a table whose rows a policy would hide from
 //     the backup's role fails the backup rather than being copied in part.
