@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue 4's Redis benchmark: 1 M keys, same machine, same run.
-#   backup:  coffre (backup job, in-process: SCAN + DUMP + PEXPIRETIME)  vs  redis-cli --rdb (full sync)
+#   backup:  coffre (backup job, in-process), PSYNC (the default here) and mode=scan (SCAN + DUMP +
+#            PEXPIRETIME, what ElastiCache allows)  vs  redis-cli --rdb (full sync)
 #   restore: coffre (restore job into a new, empty instance, validated)  vs  starting redis-server on the RDB file
 # Prints a TSV of medians (seconds, keys/s, MB/s of the dataset) and writes it to $OUT.
 #
@@ -65,13 +66,17 @@ cat >"$WORK/bench.hcl" <<-HCL
 	resource "redis" "bench" {
 	  settings = { host = "127.0.0.1", port = "$SRC_PORT" }
 	}
+	resource "redis" "scan" {
+	  settings = { host = "127.0.0.1", port = "$SRC_PORT", mode = "scan" }
+	}
 HCL
 export COFFRE_DATA_DIR=$WORK/data
 RES=arn:coffre:redis:::resource/bench
+RES_SCAN=arn:coffre:redis:::resource/scan
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 t() { cold; local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-declare -A R
+declare -A R V
 add() { R[$1]="${R[$1]:-} $2"; }
 rdb_restore() { start $RDB_PORT "$WORK/rdb" dump.rdb; until redis-cli -p $RDB_PORT ping >/dev/null 2>&1; do sleep 0.01; done; wait_loaded $RDB_PORT; }
 
@@ -82,28 +87,36 @@ for run in $(seq "$RUNS"); do
 	add rdb_restore "$(t rdb_restore)"
 	[ "$(redis-cli -p $RDB_PORT dbsize)" = "$DBSIZE" ] || { echo "RDB restore has $(redis-cli -p $RDB_PORT dbsize) keys" >&2; exit 1; }
 	stop $RDB_PORT
-	rm -rf "$WORK/vault" "$WORK/data"
-	"$COFFRE" apply -f "$WORK/bench.hcl" --auto-approve >/dev/null
-	add coffre_backup "$(t "$COFFRE" backup start --resource "$RES" --vault bench)"
-	ID=$("$COFFRE" points list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
-	start $DST_PORT "$WORK/dst"
-	wait_loaded $DST_PORT
-	add coffre_restore "$(t "$COFFRE" restore start --vault bench --recovery-point "${ID:0:12}" --target-setting port=$DST_PORT)"
-	[ "$(redis-cli -p $DST_PORT dbsize)" = "$DBSIZE" ] || { echo "coffre restore has $(redis-cli -p $DST_PORT dbsize) keys" >&2; exit 1; }
-	stop $DST_PORT
+	# The default (mode=auto) takes the PSYNC path on this server; mode=scan
+	# is what ElastiCache allows.
+	for mode in psync scan; do
+		rm -rf "$WORK/vault" "$WORK/data"
+		"$COFFRE" apply -f "$WORK/bench.hcl" --auto-approve >/dev/null
+		res=$RES
+		[ $mode = scan ] && res=$RES_SCAN
+		add coffre_${mode}_backup "$(t "$COFFRE" backup start --resource "$res" --vault bench)"
+		ID=$("$COFFRE" points list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+		start $DST_PORT "$WORK/dst"
+		wait_loaded $DST_PORT
+		add coffre_${mode}_restore "$(t "$COFFRE" restore start --vault bench --recovery-point "${ID:0:12}" --target-setting port=$DST_PORT)"
+		[ "$(redis-cli -p $DST_PORT dbsize)" = "$DBSIZE" ] || { echo "coffre ($mode) restore has $(redis-cli -p $DST_PORT dbsize) keys" >&2; exit 1; }
+		stop $DST_PORT
+		V[$mode]=$(du -sb "$WORK/vault" | cut -f1)
+	done
 done
 
 {
 	printf 'metric\tvalue\n'
 	printf 'keys\t%d\n' "$DBSIZE"
 	printf 'dataset_MiB\t%d\n' $((MB / 1048576))
-	for k in rdb_backup coffre_backup rdb_restore coffre_restore; do
+	for k in rdb_backup coffre_psync_backup coffre_scan_backup rdb_restore coffre_psync_restore coffre_scan_restore; do
 		m=$(echo ${R[$k]} | tr ' ' '\n' | median)
 		printf '%s_s\t%s\n' "$k" "$m"
 		printf '%s_keys_per_s\t%.0f\n' "$k" "$(echo "$DBSIZE / $m" | bc -l)"
 		printf '%s_MB_per_s\t%.1f\n' "$k" "$(echo "$MB / 1000000 / $m" | bc -l)"
 	done
-	printf 'vault_MB\t%.1f\n' "$(echo "$(du -sb "$WORK/vault" | cut -f1) / 1000000" | bc -l)"
+	printf 'vault_psync_MB\t%.1f\n' "$(echo "${V[psync]} / 1000000" | bc -l)"
+	printf 'vault_scan_MB\t%.1f\n' "$(echo "${V[scan]} / 1000000" | bc -l)"
 	printf 'rdb_MB\t%.1f\n' "$(echo "$(stat -c %s "$WORK/rdb/dump.rdb") / 1000000" | bc -l)"
 	printf 'coffre_version\t%s\n' "$(cd "$HERE" && git rev-parse --short HEAD)"
 	printf 'runs\t%d\n' "$RUNS"

@@ -92,17 +92,23 @@ func (a Adapter) backupScan(ctx context.Context, arch *archiver.Archiver, src sn
 		if end.RunID != si.RunID {
 			return fmt.Errorf("redis %s: the server restarted or failed over during the backup (run_id %s, then %s): not committing a mixed keyspace", s.addr(), si.RunID, end.RunID)
 		}
-		endMS, err := serverTimeMS(ctx, s, ctl)
-		if err != nil {
-			return err
-		}
-		mt.Finished = time.UnixMilli(endMS).UTC()
-		b, err := json.MarshalIndent(mt, "", "  ")
-		if err != nil {
-			return err
-		}
-		return st.AddBytes(metaPath, b)
+		return finishMeta(ctx, s, ctl, st, mt)
 	})
+}
+
+// finishMeta stamps mt with the server's time at the end of the backup and
+// stores it as meta.json, the last stream of a point.
+func finishMeta(ctx context.Context, s *settings, ctl *goredis.Client, st *archiver.Streams, mt *meta) error {
+	endMS, err := serverTimeMS(ctx, s, ctl)
+	if err != nil {
+		return err
+	}
+	mt.Finished = time.UnixMilli(endMS).UTC()
+	b, err := json.MarshalIndent(mt, "", "  ")
+	if err != nil {
+		return err
+	}
+	return st.AddBytes(metaPath, b)
 }
 
 // firstError keeps the first error and cancels a context with it.

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -362,16 +361,7 @@ func (a Adapter) backupPSync(ctx context.Context, arch *archiver.Archiver, src s
 		}
 		l.close() // the server drops an rdb-only replica anyway
 		mt.DBs, mt.RDBVersion = k.dbs, p.version
-		endMS, err := serverTimeMS(ctx, s, ctl)
-		if err != nil {
-			return err
-		}
-		mt.Finished = time.UnixMilli(endMS).UTC()
-		b, err := json.MarshalIndent(mt, "", "  ")
-		if err != nil {
-			return err
-		}
-		return st.AddBytes(metaPath, b)
+		return finishMeta(ctx, s, ctl, st, mt)
 	})
 }
 
