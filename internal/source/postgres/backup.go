@@ -354,23 +354,13 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 		g.Go(func(ctx context.Context) error { return st.AddBytes(rolesPath, b.roles) })
 	}
 	type job struct {
-		t *Table
-		p *Part
+		d dataStream
 		l *LargeObject
 	}
-	n := len(b.meta.LargeObjects)
-	for _, t := range b.meta.Tables {
-		n += max(1, len(t.Parts))
-	}
-	jobs := make(chan job, n)
-	for i := range b.meta.Tables {
-		t := &b.meta.Tables[i]
-		if len(t.Parts) == 0 {
-			jobs <- job{t: t}
-		}
-		for k := range t.Parts {
-			jobs <- job{t: t, p: &t.Parts[k]}
-		}
+	streams := b.meta.dataStreams()
+	jobs := make(chan job, len(streams)+len(b.meta.LargeObjects))
+	for _, d := range streams {
+		jobs <- job{d: d}
 	}
 	for i := range b.meta.LargeObjects {
 		jobs <- job{l: &b.meta.LargeObjects[i]}
@@ -392,8 +382,8 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if j.t != nil {
-					err = b.copyTable(ctx, conn, st, j.t, j.p)
+				if j.l == nil {
+					err = b.copyTable(ctx, conn, st, j.d)
 				} else {
 					err = b.copyLargeObject(ctx, conn, st, j.l)
 				}
@@ -490,9 +480,10 @@ func (c *copyCounter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// copyTable streams one table's rows, or those of its part p, into the
-// vault.
-func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, t *Table, p *Part) error {
+// copyTable streams one table's rows, or those of one of its parts, into
+// the vault.
+func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Streams, d dataStream) error {
+	t, p := d.t, d.p
 	if _, err := conn.Exec(ctx, "LOCK TABLE "+t.qname()+" IN ACCESS SHARE MODE NOWAIT"); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "55P03" {
@@ -518,10 +509,7 @@ func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Str
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	what, path := "table "+t.String(), t.Path
-	if p != nil {
-		what, path = "table "+t.String()+" "+p.blocks(), p.Path
-	}
+	what, path, _ := d.describe()
 	aerr := st.Add(path, pr)
 	pr.CloseWithError(errStopped)
 	cerr := <-done

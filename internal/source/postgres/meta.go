@@ -176,6 +176,37 @@ func partPath(schema, name string, i int) string {
 	return fmt.Sprintf("data/%s.%s.part%04d.copy", escapeName(schema), escapeName(name), i)
 }
 
+// dataStream is one stream of table rows: a whole table (p nil) or one of
+// its parts.
+type dataStream struct {
+	t *Table
+	p *Part
+}
+
+// dataStreams lists the tables' row streams: each table's, or its parts.
+func (m *Meta) dataStreams() []dataStream {
+	var ds []dataStream
+	for i := range m.Tables {
+		t := &m.Tables[i]
+		if len(t.Parts) == 0 {
+			ds = append(ds, dataStream{t: t})
+		}
+		for k := range t.Parts {
+			ds = append(ds, dataStream{t: t, p: &t.Parts[k]})
+		}
+	}
+	return ds
+}
+
+// describe returns the stream's name for messages, its path, and its
+// recorded rows.
+func (d dataStream) describe() (what, path string, rows int64) {
+	if d.p != nil {
+		return "table " + d.t.String() + " " + d.p.blocks(), d.p.Path, d.p.Rows
+	}
+	return "table " + d.t.String(), d.t.Path, d.t.Rows
+}
+
 // blocks describes the part's range for messages.
 func (p Part) blocks() string {
 	if p.ToBlock == 0 {

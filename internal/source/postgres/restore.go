@@ -298,30 +298,20 @@ func (rs *restore) loadData(ctx context.Context) error {
 	// One job per table or part of a table (parts of one table load in
 	// parallel), biggest first.
 	type job struct {
-		t *Table
-		p *Part
+		d dataStream
 		l *LargeObject
 	}
-	var tjobs []job
-	for i := range rs.meta.Tables {
-		t := &rs.meta.Tables[i]
-		if len(t.Parts) == 0 {
-			tjobs = append(tjobs, job{t: t})
+	streams := rs.meta.dataStreams()
+	size := func(d dataStream) int64 {
+		if d.p != nil {
+			return d.p.Bytes
 		}
-		for k := range t.Parts {
-			tjobs = append(tjobs, job{t: t, p: &t.Parts[k]})
-		}
+		return d.t.Bytes
 	}
-	size := func(j job) int64 {
-		if j.p != nil {
-			return j.p.Bytes
-		}
-		return j.t.Bytes
-	}
-	sort.SliceStable(tjobs, func(i, j int) bool { return size(tjobs[i]) > size(tjobs[j]) })
-	jobs := make(chan job, len(tjobs)+len(rs.meta.LargeObjects))
-	for _, j := range tjobs {
-		jobs <- j
+	sort.SliceStable(streams, func(i, j int) bool { return size(streams[i]) > size(streams[j]) })
+	jobs := make(chan job, len(streams)+len(rs.meta.LargeObjects))
+	for _, d := range streams {
+		jobs <- job{d: d}
 	}
 	for i := range rs.meta.LargeObjects {
 		jobs <- job{l: &rs.meta.LargeObjects[i]}
@@ -341,8 +331,8 @@ func (rs *restore) loadData(ctx context.Context) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if j.t != nil {
-					err = rs.loadTable(ctx, conn, j.t, j.p)
+				if j.l == nil {
+					err = rs.loadTable(ctx, conn, j.d)
 				} else {
 					err = rs.loadLargeObject(ctx, conn, j.l)
 				}
@@ -368,18 +358,15 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// loadTable loads a table's rows, or those of its part p.
-func (rs *restore) loadTable(ctx context.Context, conn *pgx.Conn, t *Table, p *Part) error {
-	what, path, rows := "table "+t.String(), t.Path, t.Rows
-	if p != nil {
-		what, path, rows = "table "+t.String()+" "+p.blocks(), p.Path, p.Rows
-	}
+// loadTable loads a table's rows, or those of one of its parts.
+func (rs *restore) loadTable(ctx context.Context, conn *pgx.Conn, d dataStream) error {
+	what, path, rows := d.describe()
 	rd, err := rs.files.open(ctx, path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	cr := &countingReader{r: rd}
-	tag, err := conn.PgConn().CopyFrom(ctx, cr, t.copyIn())
+	tag, err := conn.PgConn().CopyFrom(ctx, cr, d.t.copyIn())
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
