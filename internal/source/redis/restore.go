@@ -28,19 +28,11 @@ const restoreBatchBytes = 8 << 20
 // the source's clock), so a restore rebuilds the cache as it was, whatever
 // time has passed since; keys without a TTL get none.
 func (a Adapter) Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, to source.Conn, opts source.RestoreOptions) (*source.RestoreResult, error) {
-	mt, err := loadMeta(ctx, r, m)
-	if err != nil {
-		return nil, err
-	}
-	s, ctl, si, err := connect(ctx, to)
+	mt, s, ctl, si, dbmap, err := openTarget(ctx, r, m, to)
 	if err != nil {
 		return nil, err
 	}
 	defer ctl.Close()
-	dbmap, err := mapDBs(mt, s)
-	if err != nil {
-		return nil, err
-	}
 	if si.Cluster {
 		return nil, fmt.Errorf("redis %s: cluster mode is enabled: restore into a cluster-mode-disabled server", s.addr())
 	}
@@ -134,6 +126,23 @@ feed:
 		Items:   keys,
 		Bytes:   nbytes,
 	}, nil
+}
+
+// openTarget reads point m's meta.json, connects to the target and maps the
+// point's databases to the target's: what Restore and Validate start with.
+// The caller closes ctl.
+func openTarget(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, to source.Conn) (mt *meta, s *settings, ctl *goredis.Client, si *serverInfo, dbmap map[int]int, err error) {
+	if mt, err = loadMeta(ctx, r, m); err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	if s, ctl, si, err = connect(ctx, to); err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	if dbmap, err = mapDBs(mt, s); err != nil {
+		ctl.Close()
+		return nil, nil, nil, nil, nil, err
+	}
+	return mt, s, ctl, si, dbmap, nil
 }
 
 // mapDBs maps the recovery point's databases to the target's: the same

@@ -20,19 +20,11 @@ import (
 // compared as text with Expect: a string as is, an integer in decimal, a
 // missing value as "(nil)", an array as its elements one per line.
 func (a Adapter) Validate(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, target source.Conn, checks []source.Check) (*source.Validation, error) {
-	mt, err := loadMeta(ctx, r, m)
-	if err != nil {
-		return nil, err
-	}
-	s, ctl, si, err := connect(ctx, target)
+	mt, s, ctl, si, dbmap, err := openTarget(ctx, r, m, target)
 	if err != nil {
 		return nil, err
 	}
 	defer ctl.Close()
-	dbmap, err := mapDBs(mt, s)
-	if err != nil {
-		return nil, err
-	}
 	pexp := versionAtLeast(si.Version, 7, 0)
 
 	v := &source.Validation{OK: true}
