@@ -239,7 +239,6 @@ func (g *globals) open(ctx context.Context, loadIndex bool) (*repo.Repository, e
 		be.Close()
 		return nil, err
 	}
-	debug.FreeOSMemory() // hand the key derivation's 64 MiB back before the real work
 	g.log.Debug("vault opened", "location", be.Location())
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {

@@ -65,5 +65,11 @@ func (p *Pool) Put(b []byte) {
 	p.mu.Unlock()
 }
 
-// Default is the process-wide pool.
-var Default = New(24 << 20)
+// Default is the process-wide pool. Its budget covers the buffers a backup
+// has in flight at once (chunks, compression output, pack scratch: ~40 MiB
+// on dataset A): with 24 MiB it dropped ~300 buffers per 2 GiB backup, and
+// each one dropped came back as fresh memory to fault in again (58,800 page
+// faults instead of 33,800; 16 µs each on a Firecracker VM), for no saving
+// in peak RSS, since a dropped buffer stays resident until the scavenger
+// returns it.
+var Default = New(64 << 20)

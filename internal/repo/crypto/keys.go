@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/argon2"
 )
 
 // KeyProvider wraps and unwraps a vault's data key with one key-encryption
@@ -108,15 +105,9 @@ func (p *Passphrase) kek(k *KDF) ([]byte, error) {
 	if k.Memory > 4<<20 || k.Time > 100 {
 		return nil, fmt.Errorf("key file asks for an unreasonable KDF cost (memory %d KiB, time %d)", k.Memory, k.Time)
 	}
-	key := argon2.IDKey([]byte(p.Secret), k.Salt, k.Time, k.Memory, k.Threads, 32)
-	if k.Memory >= 16<<10 {
-		// Argon2id's working memory (64 MiB by default) is garbage now:
-		// hand it back to the OS at once rather than when the scavenger
-		// gets to it, so that it does not add to the peak memory of the
-		// backup that follows.
-		debug.FreeOSMemory()
-	}
-	return key, nil
+	// argon2idKey unmaps its working memory (64 MiB by default) before it
+	// returns: none of it stays for the backup that follows.
+	return argon2idKey([]byte(p.Secret), k.Salt, k.Time, k.Memory, k.Threads, 32), nil
 }
 
 // Wrap seals dataKey under Argon2id(passphrase).
