@@ -5,6 +5,8 @@
 #   archive lag (now - newest WAL point in the vault) sampled every 5 s under that load;
 #   then a restore to a second T chosen during the load, timed, into a new data directory
 #   on a new port, checked with marker rows written just before and just after T.
+#   At the end, and on failure, the WAL supervisor's replication slot is dropped (a
+#   shutdown keeps it, and a slot nobody streams from makes PostgreSQL keep all WAL).
 # Usage: bench/pitr.sh [-l LOAD_SECONDS]     (as root)
 set -euo pipefail
 LOAD=60
@@ -23,6 +25,20 @@ as_pg() { runuser -u postgres -- "$@"; }
 grep -q "^host replication" "$PG/data/pg_hba.conf" || echo "host replication all 127.0.0.1/32 trust" >>"$PG/data/pg_hba.conf"
 as_pg $PGBIN/pg_ctl -D "$PG/data" -l "$PG/log" -w start >/dev/null 2>&1 || as_pg $PGBIN/pg_ctl -D "$PG/data" reload >/dev/null
 PSQL="as_pg $PGBIN/psql -h $PG/sock -p $PORT -U postgres -d bench -v ON_ERROR_STOP=1 -q -X -At"
+RES=arn:coffre:postgres:::resource/bench
+SLOT=coffre_$(printf '%s\0%s' "$RES" pitr | sha256sum | cut -c1-16) # jobs.Slot(resource, vault)
+# drop_slot drops $SLOT once no WAL sender uses it (the server's just stopped).
+drop_slot() {
+	local i
+	for ((i = 0; i < 20; i++)); do
+		[ -z "$($PSQL -c "SELECT 1 FROM pg_replication_slots WHERE slot_name = '$SLOT'" 2>/dev/null)" ] && return 0
+		$PSQL -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$SLOT' AND NOT active" >/dev/null 2>&1 || true
+		sleep 0.5
+	done
+	log "could not drop replication slot $SLOT; run: SELECT pg_drop_replication_slot('$SLOT');"
+	return 1
+}
+drop_slot || exit 1 # left by an earlier run that could not clean up ($WORK, with its catalog, is recreated)
 $PSQL -c "CREATE TABLE IF NOT EXISTS pitr_marker (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())" -c "TRUNCATE pitr_marker"
 
 rm -rf "$WORK"
@@ -53,7 +69,15 @@ export COFFRE_DATA_DIR=$WORK/data
 "$COFFRE" apply -f "$WORK/pitr.hcl" --auto-approve >/dev/null
 "$COFFRE" server --listen 127.0.0.1:0 --tick 2s >"$WORK/server.out" 2>"$WORK/server.log" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; as_pg $PGBIN/pg_ctl -D "$WORK/restored" -m immediate stop >/dev/null 2>&1 || true; as_pg $PGBIN/pg_ctl -D "$PG/data" -m fast -w stop >/dev/null 2>&1 || true' EXIT
+cleanup() {
+	set +e
+	kill $SERVER 2>/dev/null
+	wait $SERVER 2>/dev/null
+	drop_slot
+	as_pg $PGBIN/pg_ctl -D "$WORK/restored" -m immediate stop >/dev/null 2>&1
+	as_pg $PGBIN/pg_ctl -D "$PG/data" -m fast -w stop >/dev/null 2>&1
+}
+trap cleanup EXIT
 
 log "waiting for the initial base backup"
 s=$(date +%s.%N)

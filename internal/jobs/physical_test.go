@@ -1,12 +1,16 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,4 +194,305 @@ func TestWALSupervisorRestartsStoppedStreamers(t *testing.T) {
 		t.Fatalf("after Retry: %+v", st)
 	}
 	waitStopped()
+}
+
+// logBuffer collects a supervisor's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// slotAudit returns the audit chain's slot drop entries.
+func slotAudit(t *testing.T, cat catalog.Catalog) []catalog.AuditEvent {
+	t.Helper()
+	evs, err := cat.ListAudit(context.Background(), catalog.AuditFilter{})
+	must(t, err)
+	var out []catalog.AuditEvent
+	for _, e := range evs {
+		if e.Actor == WALAuditActor && e.Action == WALAuditActionDrop {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// continuousRule makes plan "p" back up the resources its selection "p/s"
+// picks (res.ID) continuously into the env's vault, or not.
+func continuousRule(t *testing.T, e *env, continuous bool) {
+	t.Helper()
+	must(t, e.cat.PutPlan(context.Background(), catalog.Plan{Name: "p", Rules: []catalog.Rule{{Name: "c", Schedule: "rate(1 hour)",
+		TargetVault: e.vault.Name, DeleteAfterDays: 7, ContinuousBackup: continuous}}}))
+}
+
+// TestWALSupervisorReplicationSlots checks, on one PostgreSQL server, that
+// the supervisor drops the slot it named when continuous backup stops
+// being wanted (rule no longer continuous, resource deleted), leaves a slot
+// the resource's settings name, keeps its slot across a failed streamer and
+// a shutdown, and drops at start the slot of a pair that lost continuous
+// backup while no supervisor ran.
+func TestWALSupervisorReplicationSlots(t *testing.T) {
+	srv := pgpitr.StartTestServer(t, "max_replication_slots = 10", "max_wal_senders = 10")
+	db := srv.Super(t)
+	ctx := context.Background()
+	slotState := func(t *testing.T, slot string) (exists, active bool) {
+		t.Helper()
+		err := db.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, false
+		}
+		must(t, err)
+		return true, active
+	}
+	waitSlot := func(t *testing.T, slot string, wantActive bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if exists, active := slotState(t, slot); exists && active == wantActive {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("slot %s not there with active=%v within 30 s", slot, wantActive)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// setup makes a resource of that server (settings added) selected by a
+	// continuous rule, and a supervisor logging to the returned buffer.
+	setup := func(t *testing.T, id string, extra map[string]string) (*env, catalog.Resource, *WALSupervisor, *logBuffer) {
+		t.Helper()
+		e := newEnv(t)
+		res := catalog.Resource{ID: id, Type: "postgres", Settings: map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(srv.Port),
+			"user": srv.User, "password": "env:" + srv.PwEnv, "sslmode": "disable"}}
+		for k, v := range extra {
+			res.Settings[k] = v
+		}
+		must(t, e.cat.PutResource(ctx, res))
+		continuousRule(t, e, true)
+		must(t, e.cat.PutSelection(ctx, catalog.Selection{Name: "p/s", Plan: "p", Resources: []string{id}}))
+		logs := &logBuffer{}
+		sup := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, FlushEvery: 200 * time.Millisecond, Log: logs.logger(), dropBackoff: 50 * time.Millisecond}
+		t.Cleanup(sup.Stop)
+		return e, res, sup, logs
+	}
+
+	t.Run("dropped when continuous backup stops", func(t *testing.T) {
+		e, res, sup, logs := setup(t, "pg-dropped", nil)
+		slot := Slot(res.ID, e.vault.Name)
+		must(t, sup.Tick(ctx))
+		waitSlot(t, slot, true)
+
+		continuousRule(t, e, false)
+		must(t, sup.Tick(ctx))
+		if st := sup.Status(); len(st) != 0 {
+			t.Fatalf("streamers after the rule stopped being continuous: %+v", st)
+		}
+		sup.drops.Wait()
+		if exists, _ := slotState(t, slot); exists {
+			t.Fatalf("slot %s still exists after continuous backup was turned off; log:\n%s", slot, logs)
+		}
+		if !strings.Contains(logs.String(), "replication slot dropped") {
+			t.Fatalf("drop not logged:\n%s", logs)
+		}
+		ev := slotAudit(t, e.cat)
+		if len(ev) != 1 || ev[0].Outcome != "ok" || ev[0].Object != res.ID+"/"+slot || !strings.Contains(ev[0].Detail, "127.0.0.1:"+strconv.Itoa(srv.Port)) {
+			t.Fatalf("audit entries of the drop: %+v", ev)
+		}
+
+		// Continuous again: a new slot; then the resource is deleted.
+		continuousRule(t, e, true)
+		must(t, sup.Tick(ctx))
+		waitSlot(t, slot, true)
+		must(t, e.cat.DeleteResource(ctx, res.ID))
+		must(t, sup.Tick(ctx))
+		sup.drops.Wait()
+		if exists, _ := slotState(t, slot); exists {
+			t.Fatalf("slot %s still exists after its resource was deleted; log:\n%s", slot, logs)
+		}
+		if ev := slotAudit(t, e.cat); len(ev) != 2 || ev[1].Outcome != "ok" {
+			t.Fatalf("audit entries of the drops: %+v", ev)
+		}
+	})
+
+	t.Run("user-named slot left in place", func(t *testing.T) {
+		e, res, sup, logs := setup(t, "pg-user-slot", map[string]string{"slot": "users_own_slot"})
+		must(t, sup.Tick(ctx))
+		waitSlot(t, "users_own_slot", true)
+		must(t, e.cat.DeleteSelection(ctx, "p/s")) // the resource is no longer selected
+		must(t, sup.Tick(ctx))
+		sup.drops.Wait()
+		if st := sup.Status(); len(st) != 0 {
+			t.Fatalf("streamers after the resource was deselected: %+v", st)
+		}
+		waitSlot(t, "users_own_slot", false)
+		if exists, _ := slotState(t, Slot(res.ID, e.vault.Name)); exists {
+			t.Fatal("a coffre-named slot was created for a resource with a slot setting")
+		}
+		if l := logs.String(); !strings.Contains(l, "left in place") || !strings.Contains(l, "users_own_slot") ||
+			!strings.Contains(l, "pg_drop_replication_slot('users_own_slot')") {
+			t.Fatalf("no warning that the user's slot is left in place:\n%s", l)
+		}
+		if ev := slotAudit(t, e.cat); len(ev) != 0 {
+			t.Fatalf("audit entries of drops: %+v", ev)
+		}
+	})
+
+	t.Run("kept across a failure and a shutdown", func(t *testing.T) {
+		e, res, sup, logs := setup(t, "pg-kept", nil)
+		slot := Slot(res.ID, e.vault.Name)
+		sup.Retry = time.Hour
+		must(t, sup.Tick(ctx))
+		waitSlot(t, slot, true)
+		// The server ends the streamer's connection: a transient failure.
+		_, err := db.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1", slot)
+		must(t, err)
+		deadline := time.Now().Add(30 * time.Second)
+		for st := sup.Status(); len(st) != 1 || st[0].Running; st = sup.Status() {
+			if time.Now().After(deadline) {
+				t.Fatalf("streamer did not stop when its connection was terminated: %+v", st)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		must(t, sup.Tick(ctx)) // before Retry: stays stopped
+		sup.drops.Wait()
+		waitSlot(t, slot, false)
+		sup.Retry = time.Nanosecond
+		must(t, sup.Tick(ctx))
+		waitSlot(t, slot, true)
+		sup.Stop() // a server shutdown
+		waitSlot(t, slot, false)
+
+		// A new supervisor resumes from the slot, which it leaves alone.
+		sup2 := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, FlushEvery: 200 * time.Millisecond, Log: logs.logger()}
+		t.Cleanup(sup2.Stop)
+		must(t, sup2.Tick(ctx))
+		waitSlot(t, slot, true)
+		sup2.Stop()
+		waitSlot(t, slot, false)
+		if ev := slotAudit(t, e.cat); len(ev) != 0 {
+			t.Fatalf("audit entries of drops: %+v", ev)
+		}
+		_, err = db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot)
+		must(t, err)
+	})
+
+	t.Run("leftover slot dropped at start", func(t *testing.T) {
+		e, res, sup, logs := setup(t, "pg-leftover", nil)
+		slot := Slot(res.ID, e.vault.Name)
+		must(t, sup.Tick(ctx))
+		waitSlot(t, slot, true)
+		srv.Exec(t, "CREATE TABLE leftover (id int)") // WAL, for a WAL point in the catalog
+		deadline := time.Now().Add(30 * time.Second)
+		for st := sup.Status(); len(st) != 1 || st[0].Stats.Points == 0; st = sup.Status() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no WAL point committed: %+v", st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		sup.Stop()
+		waitSlot(t, slot, false)
+
+		// Turned off while no supervisor runs: the next one drops the slot.
+		continuousRule(t, e, false)
+		sup2 := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, Log: logs.logger(), dropBackoff: 50 * time.Millisecond}
+		t.Cleanup(sup2.Stop)
+		must(t, sup2.Tick(ctx))
+		sup2.drops.Wait()
+		if exists, _ := slotState(t, slot); exists {
+			t.Fatalf("leftover slot %s not dropped at start; log:\n%s", slot, logs)
+		}
+		if ev := slotAudit(t, e.cat); len(ev) != 1 || ev[0].Outcome != "ok" || !strings.Contains(ev[0].Detail, "WAL points") {
+			t.Fatalf("audit entries of the drop: %+v", ev)
+		}
+		// Once gone, a later start finds nothing and says nothing above debug.
+		logs2 := &logBuffer{}
+		sup3 := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, Log: slog.New(slog.NewTextHandler(logs2, nil))}
+		t.Cleanup(sup3.Stop)
+		must(t, sup3.Tick(ctx))
+		sup3.drops.Wait()
+		if logs2.String() != "" || len(slotAudit(t, e.cat)) != 1 {
+			t.Fatalf("second start: log %q, audit %+v", logs2, slotAudit(t, e.cat))
+		}
+	})
+}
+
+// TestWALSupervisorReportsSlotItCannotDrop turns continuous backup off for
+// a resource whose server cannot be reached: the drop is tried six times,
+// then a warning names the slot, the server and the SQL to run, and the
+// audit chain records the failure. Turned off and on again while the drop
+// is being tried, the drop is abandoned (the slot holds the WAL) and no
+// streamer starts until it has returned.
+func TestWALSupervisorReportsSlotItCannotDrop(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	res := catalog.Resource{ID: "pg-gone", Type: "postgres", Settings: map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(port), "user": "x", "sslmode": "disable"}}
+	must(t, e.cat.PutResource(ctx, res))
+	continuousRule(t, e, true)
+	must(t, e.cat.PutSelection(ctx, catalog.Selection{Name: "p/s", Plan: "p", Resources: []string{res.ID}}))
+	logs := &logBuffer{}
+	sup := &WALSupervisor{Cat: e.cat, Vaults: e.vaults, Retry: time.Nanosecond, Log: logs.logger(), dropBackoff: 100 * time.Millisecond}
+	t.Cleanup(sup.Stop)
+	must(t, sup.Tick(ctx))
+
+	continuousRule(t, e, false)
+	must(t, sup.Tick(ctx))
+	sup.drops.Wait()
+	slot := Slot(res.ID, e.vault.Name)
+	sql := "SELECT pg_drop_replication_slot('" + slot + "');"
+	server := "127.0.0.1:" + strconv.Itoa(port)
+	out := logs.String()
+	if n := strings.Count(out, "could not drop the replication slot yet"); n != dropTries-1 {
+		t.Fatalf("%d retries, want %d:\n%s", n, dropTries-1, out)
+	}
+	if !strings.Contains(out, "level=WARN msg=\"could not drop the replication slot:") || !strings.Contains(out, slot) ||
+		!strings.Contains(out, server) || !strings.Contains(out, sql) {
+		t.Fatalf("no warning naming the slot, the server and the SQL:\n%s", out)
+	}
+	ev := slotAudit(t, e.cat)
+	if len(ev) != 1 || ev[0].Outcome != "error" || !strings.Contains(ev[0].Detail, sql) || !strings.Contains(ev[0].Detail, server) {
+		t.Fatalf("audit entries of the failed drop: %+v", ev)
+	}
+
+	continuousRule(t, e, true)
+	must(t, sup.Tick(ctx))
+	if st := sup.Status(); len(st) != 1 || st[0].Starts != 2 {
+		t.Fatalf("continuous again: %+v", st)
+	}
+	continuousRule(t, e, false)
+	must(t, sup.Tick(ctx)) // the drop starts, and fails
+	continuousRule(t, e, true)
+	must(t, sup.Tick(ctx)) // wanted again: the drop is abandoned
+	if st := sup.Status(); len(st) != 0 {
+		t.Fatalf("a streamer started while its slot was being dropped: %+v", st)
+	}
+	sup.drops.Wait()
+	if !strings.Contains(logs.String(), "replication slot kept: continuous backup is wanted again") {
+		t.Fatalf("abandoned drop not logged:\n%s", logs)
+	}
+	if ev := slotAudit(t, e.cat); len(ev) != 1 {
+		t.Fatalf("audit entries after the abandoned drop: %+v", ev)
+	}
+	must(t, sup.Tick(ctx)) // the drop has returned: the streamer starts again
+	if st := sup.Status(); len(st) != 1 || st[0].Starts != 3 {
+		t.Fatalf("after the abandoned drop: %+v", st)
+	}
 }

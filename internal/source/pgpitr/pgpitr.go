@@ -57,8 +57,9 @@
 // transaction is in the vault ~200 ms after it committed). WAL not yet
 // committed is not lost when coffre stops: the slot keeps it on the
 // server (unbounded unless max_slot_wal_keep_size is set: a slot whose
-// streamer is never run again fills the server's disk; drop it with
-// pg_drop_replication_slot when continuous backup is turned off).
+// streamer is never run again fills the server's disk). DropSlot drops a
+// slot once nothing streams from it; the control plane calls it when
+// continuous backup is turned off for a slot it named.
 //
 // # Restore
 //
@@ -493,6 +494,54 @@ func ensureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotInfo
 		}
 	}
 	return readSlot(ctx, conn, slot)
+}
+
+// ErrSlotActive is what DropSlot wraps when a WAL sender still uses the
+// slot.
+var ErrSlotActive = errors.New("replication slot is in use")
+
+// DropSlot drops the physical replication slot over a replication
+// connection made with c's settings (DROP_REPLICATION_SLOT, without WAIT)
+// and reports whether it existed. A slot in use is not dropped: the error
+// wraps ErrSlotActive (its streamer still runs, here or on another server,
+// or the server has not yet ended the WAL sender of a connection that just
+// closed); try again later. A logical slot of that name is refused.
+func DropSlot(ctx context.Context, c source.Conn, slot string) (bool, error) {
+	if !validSlot(slot) {
+		return false, fmt.Errorf("resource %s: drop replication slot %q: want lower-case letters, digits and underscores: %w", c.Resource, slot, source.ErrSettings)
+	}
+	conn, s, err := replConnect(ctx, c, "coffre slot cleanup")
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	si, err := readSlot(ctx, conn, slot)
+	if err != nil {
+		return false, fmt.Errorf("resource %s: %w", s.resource, err)
+	}
+	if !si.exists {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, "DROP_REPLICATION_SLOT "+slot).ReadAll(); err != nil {
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe) && pe.Code == "42704": // dropped meanwhile
+			return false, nil
+		case errors.As(err, &pe) && pe.Code == "55006":
+			return false, fmt.Errorf("resource %s: drop replication slot %s at %s: %w (%s)", s.resource, slot, s.addr(), ErrSlotActive, pe.Message)
+		}
+		return false, fmt.Errorf("resource %s: drop replication slot %s at %s: %w", s.resource, slot, s.addr(), err)
+	}
+	return true, nil
+}
+
+// ServerAddr is the host:port c's settings name, for messages.
+func ServerAddr(c source.Conn) string {
+	s, err := parseSettings(c)
+	if err != nil {
+		return net.JoinHostPort(c.Settings["host"], c.Settings["port"])
+	}
+	return s.addr()
 }
 
 func marshalMeta(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }

@@ -171,6 +171,11 @@ func (w *WALStreamer) Run(ctx context.Context) error {
 	var retryAt time.Time // after the vault was found locked
 
 	sendStatus := func(ctx context.Context, reply bool) error {
+		if conn.IsClosed() {
+			// Lost: pgconn is closing it in the background, and
+			// SendStandbyStatusUpdate writes without pgconn's lock.
+			return fmt.Errorf("resource %s: send standby status: connection closed", s.resource)
+		}
 		err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(p.end), WALFlushPosition: pglogrepl.LSN(confirmed),
 			WALApplyPosition: pglogrepl.LSN(confirmed), ClientTime: time.Now(), ReplyRequested: reply,
