@@ -19,9 +19,14 @@ var cryptoRand = rand.Read
 // compression saves 1/32 of them or less. Frames are standard zstd whichever
 // encoder made them; one decoder (klauspost/compress) reads them all.
 type compressor struct {
-	enc encoder
-	dec *zstd.Decoder
+	enc      encoder
+	encLarge encoder // for blobs of LargeBlob bytes and more
+	dec      *zstd.Decoder
 }
+
+// LargeBlob is the plaintext size from which a blob is compressed at the
+// vault's zstd_level_large instead of its zstd_level.
+const LargeBlob = 1 << 20
 
 // encoder makes one zstd frame of src appended to dst. Safe for concurrent
 // use. Two implementations: the reference C library through cgo
@@ -39,10 +44,16 @@ const (
 	MaxZstdLevel = 19
 )
 
-func newCompressor(kind string, level int) *compressor {
+// newCompressor returns the compressor of a vault; largeLevel 0 means level.
+func newCompressor(kind string, level, largeLevel int) *compressor {
 	c := &compressor{}
 	if kind == "zstd" {
-		c.enc = newEncoder(min(max(level, MinZstdLevel), MaxZstdLevel))
+		level = min(max(level, MinZstdLevel), MaxZstdLevel)
+		c.enc = newEncoder(level)
+		c.encLarge = c.enc
+		if largeLevel != 0 && largeLevel != level {
+			c.encLarge = newEncoder(min(max(largeLevel, MinZstdLevel), MaxZstdLevel))
+		}
 	}
 	// The options are constant and valid: this constructor cannot fail.
 	c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20), zstd.IgnoreChecksum(true))
@@ -54,7 +65,11 @@ func (c *compressor) compress(dst, data []byte) ([]byte, uint8) {
 	if c.enc == nil || len(data) < 64 || incompressible(data) {
 		return data, pack.CompNone
 	}
-	out, err := c.enc.encode(dst, data)
+	enc := c.enc
+	if len(data) >= LargeBlob {
+		enc = c.encLarge
+	}
+	out, err := enc.encode(dst, data)
 	if err != nil || len(out) >= len(data)-len(data)/32 {
 		// An encoder error (out of memory in C) stores the data raw:
 		// compression is an optimisation, never a reason to fail a backup.

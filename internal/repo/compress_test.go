@@ -18,7 +18,7 @@ func TestCompressorLevels(t *testing.T) {
 	random := benchData(false)
 	prev := len(text)
 	for _, level := range []int{MinZstdLevel, 3, 9, MaxZstdLevel} {
-		c := newCompressor("zstd", level)
+		c := newCompressor("zstd", level, 0)
 		out, comp := c.compress(nil, text)
 		if comp != pack.CompZstd {
 			t.Fatalf("level %d: text stored raw", level)
@@ -47,5 +47,51 @@ func TestInitRejectsZstdLevel(t *testing.T) {
 		if _, err := Init(context.Background(), mem.New(), TestKeyProvider(TestPassphrase), o, Options{}); err == nil {
 			t.Errorf("level %d accepted", level)
 		}
+	}
+}
+
+// TestLargeBlobLevel checks that blobs of LargeBlob bytes and more are
+// compressed at the large level and smaller ones at the vault's level, that
+// 0 means the vault's level, and that new vaults record 3 and 4.
+func TestLargeBlobLevel(t *testing.T) {
+	text := benchData(true) // exactly LargeBlob bytes
+	if len(text) != LargeBlob {
+		t.Fatalf("bench data is %d bytes, want %d", len(text), LargeBlob)
+	}
+	small := text[:LargeBlob-1]
+	frame := func(level int, b []byte) []byte {
+		out, err := newEncoder(level).encode(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	l1Large, l19Large := frame(1, text), frame(MaxZstdLevel, text)
+	if bytes.Equal(l1Large, l19Large) {
+		t.Fatal("levels 1 and 19 make the same frame: the test cannot tell levels apart")
+	}
+	c := newCompressor("zstd", 1, MaxZstdLevel)
+	if out, _ := c.compress(nil, text); !bytes.Equal(out, l19Large) {
+		t.Errorf("large blob: %d bytes, not the level %d frame (%d bytes)", len(out), MaxZstdLevel, len(l19Large))
+	}
+	if out, _ := c.compress(nil, small); !bytes.Equal(out, frame(1, small)) {
+		t.Errorf("blob below LargeBlob: %d bytes, not the level 1 frame", len(out))
+	}
+	c = newCompressor("zstd", 1, 0)
+	if out, _ := c.compress(nil, text); !bytes.Equal(out, l1Large) {
+		t.Errorf("large level 0: %d bytes, not the vault level's frame (%d bytes)", len(out), len(l1Large))
+	}
+
+	r, err := Init(context.Background(), mem.New(), TestKeyProvider(TestPassphrase), DefaultInitOptions, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := r.Config(); cfg.ZstdLevel != 3 || cfg.ZstdLevelLarge != 4 {
+		t.Errorf("new vault: zstd_level %d, zstd_level_large %d; want 3 and 4", cfg.ZstdLevel, cfg.ZstdLevelLarge)
+	}
+	o := DefaultInitOptions
+	o.ZstdLevelLarge = MaxZstdLevel + 1
+	if _, err := Init(context.Background(), mem.New(), TestKeyProvider(TestPassphrase), o, Options{}); err == nil {
+		t.Errorf("large level %d accepted", o.ZstdLevelLarge)
 	}
 }

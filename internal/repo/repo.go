@@ -42,8 +42,11 @@ type Config struct {
 	StreamChunker chunker.Params `json:"stream_chunker"`
 	Compression   string         `json:"compression"` // "zstd" or "none"
 	ZstdLevel     int            `json:"zstd_level"`  // zstd's own scale, MinZstdLevel..MaxZstdLevel
-	PackSize      int            `json:"pack_size"`   // target size of data packs
-	TreePackSize  int            `json:"tree_pack_size"`
+	// ZstdLevelLarge is the level for blobs of LargeBlob bytes and more
+	// (0: zstd_level, as in vaults created before it existed).
+	ZstdLevelLarge int `json:"zstd_level_large,omitempty"`
+	PackSize       int `json:"pack_size"` // target size of data packs
+	TreePackSize   int `json:"tree_pack_size"`
 }
 
 // Options tune a repository handle.
@@ -61,7 +64,10 @@ type InitOptions struct {
 	StreamChunker chunker.Params
 	Compression   string
 	ZstdLevel     int
-	PackSize      int
+	// ZstdLevelLarge is the level for blobs of LargeBlob bytes and more;
+	// 0 means ZstdLevel.
+	ZstdLevelLarge int
+	PackSize       int
 }
 
 // Repository is an open vault. Its methods are safe for concurrent use.
@@ -125,7 +131,11 @@ var DefaultInitOptions = InitOptions{
 	StreamChunker: chunker.StreamParams,
 	Compression:   "zstd",
 	ZstdLevel:     3,
-	PackSize:      8 << 20,
+	// Large blobs are the chunks of big files: level 4's larger match
+	// tables find more there (dataset A: 1.3 MB, 0.1% smaller) for little
+	// more time, while level 3 keeps small files fast.
+	ZstdLevelLarge: 4,
+	PackSize:       8 << 20,
 }
 
 // ErrNoVault is returned when a location holds no vault.
@@ -150,6 +160,9 @@ func Init(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, io InitOp
 	if io.Compression == "zstd" && (io.ZstdLevel < MinZstdLevel || io.ZstdLevel > MaxZstdLevel) {
 		return nil, fmt.Errorf("create vault: zstd level %d out of range [%d, %d]", io.ZstdLevel, MinZstdLevel, MaxZstdLevel)
 	}
+	if io.Compression == "zstd" && io.ZstdLevelLarge != 0 && (io.ZstdLevelLarge < MinZstdLevel || io.ZstdLevelLarge > MaxZstdLevel) {
+		return nil, fmt.Errorf("create vault: zstd level for large blobs %d out of range [%d, %d]", io.ZstdLevelLarge, MinZstdLevel, MaxZstdLevel)
+	}
 	if io.Compression != "zstd" && io.Compression != "none" {
 		return nil, fmt.Errorf("create vault: unknown compression %q (want zstd or none)", io.Compression)
 	}
@@ -163,7 +176,7 @@ func Init(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, io InitOp
 	cfg := Config{
 		Version: FormatVersion, ID: randomHex(16), Created: o.Clock.Now().UTC(),
 		ChunkerSeed: key.Derive("chunker seed"), TreeChunker: io.TreeChunker, StreamChunker: io.StreamChunker,
-		Compression: io.Compression, ZstdLevel: io.ZstdLevel, PackSize: io.PackSize, TreePackSize: 4 << 20,
+		Compression: io.Compression, ZstdLevel: io.ZstdLevel, ZstdLevelLarge: io.ZstdLevelLarge, PackSize: io.PackSize, TreePackSize: 4 << 20,
 	}
 	r := newRepo(be, key, cfg, o)
 	// Order: key file first, then config. A vault without config is not a
@@ -190,7 +203,7 @@ func Init(ctx context.Context, be blob.Storage, kp crypto.KeyProvider, io InitOp
 func newRepo(be blob.Storage, key *crypto.Key, cfg Config, o Options) *Repository {
 	return &Repository{
 		be: be, key: key, cfg: cfg, hasher: key.Hasher(), table: chunker.NewTable(cfg.ChunkerSeed),
-		clock: o.Clock, log: o.Logger, idx: index.NewMaster(), comp: newCompressor(cfg.Compression, cfg.ZstdLevel),
+		clock: o.Clock, log: o.Logger, idx: index.NewMaster(), comp: newCompressor(cfg.Compression, cfg.ZstdLevel, cfg.ZstdLevelLarge),
 		checkpoint: o.IndexCheckpoint, pending: map[pendingKey]bool{},
 		packBufs: [2]chan []byte{make(chan []byte, 2), make(chan []byte, 1)},
 		saving:   make(chan struct{}, savesInFlight(be)),
