@@ -63,6 +63,7 @@ func (w *streamFile) Commit(ctx context.Context, name string) (err error) {
 	if err := w.f.Sync(); err != nil {
 		return diskFull(err, w.f.Name())
 	}
+	dropCache(w.f)
 	if err := w.f.Close(); err != nil {
 		return err
 	}
