@@ -1,16 +1,13 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/coffre/coffre/internal/clock"
 	"github.com/coffre/coffre/internal/scheduler"
 	"github.com/coffre/coffre/internal/source/pgpitr"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 // TestContinuousBackupAndPointInTimeRestoreJobs drives PITR through the
@@ -108,10 +106,7 @@ func TestContinuousBackupAndPointInTimeRestoreJobs(t *testing.T) {
 	dir := pgpitr.OwnedTempDir(t)
 	dataDir := filepath.Join(dir, "restored")
 	pgpitr.StopRestored(t, dataDir)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	rj := e.job(catalog.Job{Kind: catalog.KindRestore, Resource: res.ID, Params: map[string]string{
 		"to_time": target.UTC().Format(time.RFC3339Nano), "target.data_dir": dataDir, "target.port": strconv.Itoa(port)}})
 	e.runOnce()
@@ -152,10 +147,7 @@ func TestContinuousBackupAndPointInTimeRestoreJobs(t *testing.T) {
 func TestWALSupervisorRestartsStoppedStreamers(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	res := catalog.Resource{ID: "pg-down", Type: "postgres", Settings: map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(port), "user": "x", "database": "postgres", "sslmode": "disable"}}
 	must(t, e.cat.PutResource(ctx, res))
 	must(t, e.cat.PutPlan(ctx, catalog.Plan{Name: "p", Rules: []catalog.Rule{{Name: "c", Schedule: "rate(1 hour)", TargetVault: e.vault.Name, ContinuousBackup: true}}}))
@@ -197,22 +189,7 @@ func TestWALSupervisorRestartsStoppedStreamers(t *testing.T) {
 }
 
 // logBuffer collects a supervisor's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testutil.LockedBuffer }
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -440,10 +417,7 @@ func TestWALSupervisorReplicationSlots(t *testing.T) {
 func TestWALSupervisorReportsSlotItCannotDrop(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	res := catalog.Resource{ID: "pg-gone", Type: "postgres", Settings: map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(port), "user": "x", "sslmode": "disable"}}
 	must(t, e.cat.PutResource(ctx, res))
 	continuousRule(t, e, true)

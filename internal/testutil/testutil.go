@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,4 +71,18 @@ func ReadFiles(t testing.TB, root string) map[string][]byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// FreePort returns a loopback TCP port where nothing listens (it was free a
+// moment ago): an address to test unreachable servers with, or for a server
+// a test starts.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/coffre/coffre/internal/catalog/catalogtest"
 	"github.com/coffre/coffre/internal/clock"
 	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 func TestConformance(t *testing.T) {
@@ -105,13 +105,8 @@ func TestPasswordInDSNRefused(t *testing.T) {
 }
 
 func TestUnreachableNamesHostPort(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close() // nothing listens there now
-	_, err = Open(context.Background(), "host=127.0.0.1 port="+strconv.Itoa(port)+" user=coffre dbname=coffre connect_timeout=2",
+	port := testutil.FreePort(t) // nothing listens there
+	_, err := Open(context.Background(), "host=127.0.0.1 port="+strconv.Itoa(port)+" user=coffre dbname=coffre connect_timeout=2",
 		clock.NewFake(catalogtest.Base))
 	if err == nil {
 		t.Fatal("Open on a closed port succeeded")
