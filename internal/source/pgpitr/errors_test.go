@@ -14,6 +14,7 @@ import (
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/source"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 // TestRefusals checks the errors of a physical backup and of a restore that
@@ -74,7 +75,7 @@ func TestRefusals(t *testing.T) {
 	restore := func(t *testing.T, target time.Time) (string, error) {
 		dir := newDir(t)
 		StopRestored(t, dir)
-		_, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dir, Port: freePort(t), RunAs: "postgres", BinDir: pgBin})
+		_, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dir, Port: testutil.FreePort(t), RunAs: "postgres", BinDir: pgBin})
 		return dir, err
 	}
 
@@ -103,7 +104,7 @@ func TestRefusals(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := RestoreToTime(ctx, r, covered, RestoreOptions{DataDir: dir, Port: freePort(t), RunAs: "postgres", BinDir: pgBin})
+		_, err := RestoreToTime(ctx, r, covered, RestoreOptions{DataDir: dir, Port: testutil.FreePort(t), RunAs: "postgres", BinDir: pgBin})
 		if err == nil || !strings.Contains(err.Error(), "is not empty") {
 			t.Fatalf("restore into a non-empty directory: %v", err)
 		}

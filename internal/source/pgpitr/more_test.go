@@ -11,6 +11,7 @@ import (
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
 	"github.com/coffre/coffre/internal/repo/snapshot"
+	"github.com/coffre/coffre/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -61,7 +62,7 @@ func TestStreamerResumes(t *testing.T) {
 
 	dataDir := filepath.Join(OwnedTempDir(t), "data")
 	StopRestored(t, dataDir)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	if _, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin}); err != nil {
 		t.Fatalf("restore across the streamer's pause: %v", err)
 	}
@@ -100,7 +101,7 @@ func TestTablespace(t *testing.T) {
 
 	dataDir := filepath.Join(OwnedTempDir(t), "data")
 	StopRestored(t, dataDir)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	if _, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/coffre/coffre/internal/repo/tree"
 	"github.com/coffre/coffre/internal/source"
 	"github.com/coffre/coffre/internal/source/stream"
+	"github.com/coffre/coffre/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -114,7 +115,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	dir := OwnedTempDir(t)
 	dataDir := filepath.Join(dir, "data")
 	StopRestored(t, dataDir)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	res, err := RestoreToTime(ctx, r, target, RestoreOptions{DataDir: dataDir, Port: port, RunAs: "postgres", BinDir: pgBin})
 	if err != nil {
 		t.Fatalf("restore to %s: %v", target, err)
@@ -137,7 +138,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	// recovers to the end of the WAL, which is the state at that time.
 	dataDir2 := filepath.Join(dir, "data2")
 	StopRestored(t, dataDir2)
-	port2 := freePort(t)
+	port2 := testutil.FreePort(t)
 	res2, err := RestoreToTime(ctx, r, st.CoveredUntil, RestoreOptions{DataDir: dataDir2, Port: port2, RunAs: "postgres", BinDir: pgBin})
 	if err != nil {
 		t.Fatalf("restore to %s (the end of the archived WAL): %v", st.CoveredUntil, err)

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -18,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/coffre/coffre/internal/source"
+	"github.com/coffre/coffre/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -63,16 +63,6 @@ func AsPostgres(args ...string) *exec.Cmd {
 		return exec.Command("runuser", append([]string{"-u", "postgres", "--"}, args...)...)
 	}
 	return exec.Command(args[0], args[1:]...)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func randomToken(t testing.TB) string {
@@ -124,7 +114,7 @@ func StartTestServer(t testing.TB, conf ...string) *TestServer {
 	f.Close()
 	var lastErr error
 	for try := 0; try < 3; try++ {
-		s.Port = freePort(t)
+		s.Port = testutil.FreePort(t)
 		out, err := AsPostgres(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-l", filepath.Join(s.Dir, "log"), "-w", "-t", "60",
 			"-o", "-p "+strconv.Itoa(s.Port), "start").CombinedOutput()
 		if err == nil {

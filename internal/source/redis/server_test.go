@@ -18,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/coffre/coffre/internal/source"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 // serviceAddr returns the address and password of the redis-server that
@@ -85,7 +86,7 @@ func startServer(t *testing.T, extra ...string) *testServer {
 	}
 	t.Cleanup(ts.stop)
 	for try := 1; ; try++ {
-		port := freePort(t)
+		port := strconv.Itoa(testutil.FreePort(t))
 		if ts.launch(t, port) {
 			return ts
 		}
@@ -180,16 +181,6 @@ func (ts *testServer) conn(kv ...string) source.Conn {
 		s[kv[i]] = kv[i+1]
 	}
 	return source.Conn{Resource: "redis-test-" + ts.port, Settings: s}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 func randomHex(t *testing.T, n int) string {
