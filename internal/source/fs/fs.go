@@ -192,7 +192,9 @@ func (s *Source) node(full, name string, fi os.FileInfo) (tree.Node, error) {
 }
 
 // Open opens a regular file. Close reports archiver.ErrChanged when the file's
-// size or modification time changed while it was read.
+// size or modification time changed while it was read. A file of DirectMin
+// bytes or more that has no page in the page cache is read with direct I/O
+// (see direct.go).
 func (s *Source) Open(p string) (io.ReadCloser, error) {
 	full := s.abs(p)
 	f, err := os.Open(full)
@@ -208,16 +210,29 @@ func (s *Source) Open(p string) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s is no longer a regular file", full)
 	}
-	return &file{File: f, size: fi.Size(), mtime: fi.ModTime()}, nil
+	fl := &file{File: f, size: fi.Size(), mtime: fi.ModTime()}
+	fl.maybeDirect()
+	return fl, nil
 }
 
+// file is what Open returns: only Read and Close, so that io.Copy and
+// friends cannot reach the descriptor behind the direct reads' back.
 type file struct {
-	*os.File
-	size  int64
-	mtime time.Time
+	File   *os.File
+	size   int64
+	mtime  time.Time
+	direct *directReader // nil: reads through the page cache
+}
+
+func (f *file) Read(p []byte) (int, error) {
+	if f.direct != nil {
+		return f.readDirect(p)
+	}
+	return f.File.Read(p)
 }
 
 func (f *file) Close() error {
+	f.closeDirect()
 	fi, err := f.File.Stat()
 	cerr := f.File.Close()
 	if err != nil {

@@ -1,0 +1,187 @@
+//go:build linux
+
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/testutil"
+)
+
+// uncachedFile writes data to dir/name, syncs it and drops it from the page
+// cache, so that Open reads it directly.
+func uncachedFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if cached(f) {
+		t.Fatalf("%s stays in the page cache after fsync and FADV_DONTNEED: direct reads cannot be tested here (is TMPDIR on tmpfs?)", p)
+	}
+	return name
+}
+
+// oddReader reads through r in reads of an odd size, as the chunker's
+// refills do not line up with blocks either.
+func readOdd(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 7777)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDirectReads(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, size := range []int{int(DirectMin), int(DirectMin) + 1, directBlock, directBlock + 1, 3*directBlock + 123, 1<<20 + 5} {
+		data := testutil.RandomBytes(uint64(i), size)
+		name := uncachedFile(t, dir, "f"+string(rune('a'+i)), data)
+		rc, err := s.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.(*file).direct == nil {
+			t.Fatalf("%d-byte file not in the page cache: read through the cache, want direct reads", size)
+		}
+		got := readOdd(t, rc)
+		if err := rc.Close(); err != nil {
+			t.Fatalf("%d bytes: close: %v", size, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: read %d bytes that differ from the file", size, len(got))
+		}
+	}
+	if len(directFree) == 0 {
+		t.Error("no direct-read buffer back in the free list after Close")
+	}
+}
+
+func TestCachedAndSmallFilesReadThroughCache(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testutil.RandomBytes(1, 3*directBlock)
+	if err := os.WriteFile(filepath.Join(dir, "cached"), big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	small := testutil.RandomBytes(2, int(DirectMin)-1)
+	uncachedFile(t, dir, "small", small)
+	for name, data := range map[string][]byte{"cached": big, "small": small} {
+		rc, err := s.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.(*file).direct != nil {
+			t.Errorf("%s: direct reads, want reads through the page cache", name)
+		}
+		if got := readOdd(t, rc); !bytes.Equal(got, data) {
+			t.Errorf("%s: content differs", name)
+		}
+		if err := rc.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A direct read the filesystem refuses (here a real EINVAL: an unaligned
+// offset) switches the file to reads through the cache at the same offset.
+func TestDirectReadFallsBackOnEINVAL(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testutil.RandomBytes(3, 4*directBlock)
+	uncachedFile(t, dir, "f", data)
+	rc, err := s.Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	f := rc.(*file)
+	if f.direct == nil {
+		t.Fatal("want direct reads")
+	}
+	const skew = directBlock + 1 // not a multiple of the alignment
+	f.direct.off = skew
+	got := readOdd(t, rc)
+	if f.direct != nil {
+		t.Fatal("still reading directly after EINVAL")
+	}
+	if !bytes.Equal(got, data[skew:]) {
+		t.Fatalf("after the fallback read %d bytes, want the %d from offset %d", len(got), len(data)-skew, skew)
+	}
+	fl, err := unix.FcntlInt(f.File.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl&unix.O_DIRECT != 0 {
+		t.Error("O_DIRECT still set after the fallback")
+	}
+}
+
+func TestDirectReadSeesChange(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testutil.RandomBytes(4, 2*directBlock)
+	uncachedFile(t, dir, "f", data)
+	rc, err := s.Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.(*file).direct == nil {
+		t.Fatal("want direct reads")
+	}
+	if _, err := rc.Read(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(filepath.Join(dir, "f"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	readOdd(t, rc)
+	if err := rc.Close(); !errors.Is(err, archiver.ErrChanged) {
+		t.Fatalf("close after the file grew: %v, want archiver.ErrChanged", err)
+	}
+}
