@@ -48,6 +48,51 @@ const (
 	orderPhysical = "physical"
 )
 
+// copyAuto (the default of the setting copy_format) copies a table in
+// COPY's binary format when all its copied columns' types have a portable
+// binary form (see binaryCheck), in text otherwise; the other values are
+// formatBinary and formatText (see the package documentation).
+const copyAuto = "auto"
+
+// binaryCheck finds the column types without a portable binary COPY form:
+// bad(root, why) for every type of a table column (root) that, or whose
+// parts, has no send or receive function, is a reg* type (its binary form
+// is an OID, which names another object in the restored database), is a
+// multirange (copied as text: simpler, and rare), or embeds in its binary
+// form the OID of a type that is not built in (OID >= 10000, assigned
+// anew by a restore): array_send writes the element type's OID and
+// record_send each attribute's, and servers before PostgreSQL 14 reject a
+// mismatch. Domains are their base type, ranges their subtype, arrays
+// (typelem set, typlen -1) their element, composites their attributes,
+// recursively. Catalog only: PostgreSQL 9.6 to 17.
+const binaryCheck = `WITH RECURSIVE walk(root, typ, embedded) AS (
+	SELECT DISTINCT a.atttypid, a.atttypid, false
+	FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+	WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+	UNION
+	SELECT w.root, x.typ, x.embedded
+	FROM walk w JOIN pg_catalog.pg_type t ON t.oid = w.typ
+	CROSS JOIN LATERAL (
+		SELECT t.typbasetype, w.embedded WHERE t.typtype = 'd'
+		UNION ALL SELECT t.typelem, true WHERE t.typtype = 'b' AND t.typelem <> 0 AND t.typlen = -1
+		UNION ALL SELECT a.atttypid, true FROM pg_catalog.pg_attribute a
+			WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+		UNION ALL SELECT r.rngsubtype, w.embedded FROM pg_catalog.pg_range r WHERE t.typtype = 'r' AND r.rngtypid = t.oid
+	) AS x(typ, embedded)
+), bad(root, why) AS (
+	SELECT w.root, pg_catalog.min(CASE
+		WHEN w.embedded AND w.typ >= 10000 THEN 'its binary form holds the OID of type ' || pg_catalog.format_type(w.typ, NULL) || ', which is not built in'
+		WHEN t.typsend::oid = 0 OR t.typreceive::oid = 0 THEN 'type ' || pg_catalog.format_type(w.typ, NULL) || ' has no binary send and receive functions'
+		WHEN t.typtype = 'm' THEN 'multirange types are copied as text'
+		ELSE 'its binary form is an OID, meaningless in another database' END)
+	FROM walk w JOIN pg_catalog.pg_type t ON t.oid = w.typ
+	WHERE (w.embedded AND w.typ >= 10000) OR t.typsend::oid = 0 OR t.typreceive::oid = 0 OR t.typtype = 'm'
+		OR (t.typnamespace = 11 AND t.typname IN ('regproc', 'regprocedure', 'regoper', 'regoperator', 'regclass', 'regtype',
+			'regrole', 'regnamespace', 'regconfig', 'regdictionary', 'regcollation'))
+	GROUP BY w.root
+)
+`
+
 // partBlocks is the size of a table part in blocks (128 MiB with 8 KiB
 // blocks). Parts start at multiples of it so that a day's part holds the
 // same blocks as the day before's. A variable for tests.
@@ -191,14 +236,18 @@ func (b *backup) listTables(ctx context.Context) error {
 	if b.meta.ServerVersionNum >= 120000 {
 		gen = "a.attgenerated = ''"
 	}
-	rows, err := b.coord.Query(ctx, `SELECT n.nspname::text, c.relname::text, pg_catalog.pg_table_size(c.oid),
+	rows, err := b.coord.Query(ctx, binaryCheck+`SELECT n.nspname::text, c.relname::text, pg_catalog.pg_table_size(c.oid),
 		pg_catalog.pg_relation_size(c.oid, 'main') / pg_catalog.current_setting('block_size')::bigint,
 		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
 			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND `+gen+`), '{}'),
 		coalesce((SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord) FROM pg_catalog.pg_index i
 			CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-			WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
+			WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+		coalesce((SELECT pg_catalog.array_agg(pg_catalog.format('column %I (type %s): %s', a.attname,
+				pg_catalog.format_type(a.atttypid, a.atttypmod), bad.why) ORDER BY a.attnum)
+			FROM pg_catalog.pg_attribute a JOIN bad ON bad.root = a.atttypid
+			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND `+gen+`), '{}')
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND `+userNamespace+` AND `+notExtensionMember)
 	if err != nil {
@@ -209,11 +258,12 @@ func (b *backup) listTables(ctx context.Context) error {
 		size   int64
 		blocks int64
 		pkey   []string
+		text   []string // the columns without a portable binary form, and why
 	}
 	var ts []listed
 	for rows.Next() {
 		var l listed
-		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey); err != nil {
+		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey, &l.text); err != nil {
 			rows.Close()
 			return fmt.Errorf("list tables: %w", err)
 		}
@@ -236,8 +286,15 @@ func (b *backup) listTables(ctx context.Context) error {
 	// Splitting needs TID range scans (PostgreSQL 14): before, each part
 	// would read the whole table.
 	split := b.meta.Order == orderPhysical && b.meta.ServerVersionNum >= 140000
-	var physical []string
+	var physical, notBinary []string
 	for _, l := range ts {
+		l.t.Format = formatText
+		if b.s.copyFormat != formatText && len(l.text) == 0 {
+			l.t.Format = formatBinary
+		}
+		if b.s.copyFormat == formatBinary && len(l.text) > 0 {
+			notBinary = append(notBinary, "table "+l.t.String()+" "+strings.Join(l.text, ", "))
+		}
 		if b.meta.Order == orderKey {
 			l.t.OrderBy = l.pkey
 			if len(l.pkey) == 0 {
@@ -255,6 +312,10 @@ func (b *backup) listTables(ctx context.Context) error {
 			l.t.Path = ""
 		}
 		b.meta.Tables = append(b.meta.Tables, l.t)
+	}
+	if len(notBinary) > 0 {
+		return hint.With(fmt.Errorf("copy_format binary: no portable binary form for %s", strings.Join(notBinary, "; ")),
+			`set copy_format to "auto" (binary where the column types allow it, text for these tables) or to "text"`)
 	}
 	if len(physical) > 0 {
 		b.meta.Warnings = append(b.meta.Warnings, fmt.Sprintf(
@@ -459,11 +520,13 @@ func (b *backup) dumpSchema(ctx context.Context, st *archiver.Streams) error {
 // pipe to the vault.
 const copyBuffer = 256 << 10
 
-// copyCounter counts the rows (newlines: COPY's text format escapes those
-// in values) and bytes of a COPY stream.
+// copyCounter counts the rows and bytes of a COPY stream: in text format
+// the newlines (COPY's text format escapes those in values), in binary
+// format the tuples (bin follows the framing).
 type copyCounter struct {
 	w     io.Writer
 	first func()
+	bin   *binaryRows // nil: text format
 	rows  int64
 	bytes int64
 }
@@ -474,10 +537,27 @@ func (c *copyCounter) Write(p []byte) (int, error) {
 		c.first = nil
 		f()
 	}
+	if c.bin != nil {
+		if err := c.bin.feed(p); err != nil {
+			return 0, err
+		}
+	}
 	n, err := c.w.Write(p)
-	c.rows += int64(bytes.Count(p[:n], []byte{'\n'}))
+	if c.bin != nil {
+		c.rows = c.bin.rows
+	} else {
+		c.rows += int64(bytes.Count(p[:n], []byte{'\n'}))
+	}
 	c.bytes += int64(n)
 	return n, err
+}
+
+// end checks, once COPY is done, that a binary stream was complete.
+func (c *copyCounter) end() error {
+	if c.bin == nil {
+		return nil
+	}
+	return c.bin.end()
 }
 
 // copyTable streams one table's rows, or those of one of its parts, into
@@ -497,12 +577,21 @@ func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Str
 	// the pipe turns millions of goroutine handoffs into a few thousand.
 	bw := bufio.NewWriterSize(pw, copyBuffer)
 	cw := &copyCounter{w: bw}
+	if t.binary() {
+		cw.bin = &binaryRows{}
+	}
 	if hook := testHookCopy; hook != nil {
 		cw.first = func() { hook(t.Schema, t.Name) }
 	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := conn.PgConn().CopyTo(ctx, cw, t.copyOut(p))
+		if err == nil {
+			err = cw.end()
+		}
+		if cw.bin != nil && cw.bin.err != nil {
+			err = hint.With(cw.bin.err, `PostgreSQL sent a malformed binary COPY stream: set copy_format to "text" for this resource, and report it`)
+		}
 		if err == nil {
 			err = bw.Flush()
 		}

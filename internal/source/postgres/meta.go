@@ -59,12 +59,15 @@ type Meta struct {
 	Warnings     []string      `json:"warnings,omitempty"`
 }
 
-// Table is one table's data stream (COPY text format).
+// Table is one table's data stream (COPY text or binary format).
 type Table struct {
 	Schema  string   `json:"schema"`
 	Name    string   `json:"name"`
 	Path    string   `json:"path"`
 	Columns []string `json:"columns"` // the COPY column list (generated columns left out)
+	// Format is the COPY format of the table's streams (its parts' too):
+	// "binary" or "text"; empty in points made before it existed: text.
+	Format string `json:"format,omitempty"`
 	// OrderBy is the primary key the rows are sorted by; empty: physical
 	// order (order=physical, or no primary key).
 	OrderBy []string `json:"order_by,omitempty"`
@@ -126,6 +129,23 @@ func (t Table) columnList() string {
 	return " (" + strings.Join(q, ", ") + ")"
 }
 
+// COPY formats of a table's streams (Table.Format).
+const (
+	formatText   = "text"
+	formatBinary = "binary"
+)
+
+// binary says whether the table's streams are in COPY's binary format.
+func (t Table) binary() bool { return t.Format == formatBinary }
+
+// copyOptions are the COPY statement's options for the table's format.
+func (t Table) copyOptions() string {
+	if t.binary() {
+		return " (FORMAT binary)"
+	}
+	return ""
+}
+
 // copyOut is the statement reading the table's rows, or those of part p.
 func (t Table) copyOut(p *Part) string {
 	if p != nil {
@@ -134,21 +154,23 @@ func (t Table) copyOut(p *Part) string {
 		if p.ToBlock > 0 {
 			where += fmt.Sprintf(" AND ctid < '(%d,0)'::pg_catalog.tid", p.ToBlock)
 		}
-		return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + where + ") TO STDOUT"
+		return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + where + ") TO STDOUT" + t.copyOptions()
 	}
 	if len(t.OrderBy) == 0 || len(t.Columns) == 0 {
-		return "COPY " + t.qname() + t.columnList() + " TO STDOUT"
+		return "COPY " + t.qname() + t.columnList() + " TO STDOUT" + t.copyOptions()
 	}
 	o := make([]string, len(t.OrderBy))
 	for i, c := range t.OrderBy {
 		o[i] = qi(c)
 	}
 	cols := strings.Trim(t.columnList(), " ()")
-	return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + " ORDER BY " + strings.Join(o, ", ") + ") TO STDOUT"
+	return "COPY (SELECT " + cols + " FROM ONLY " + t.qname() + " ORDER BY " + strings.Join(o, ", ") + ") TO STDOUT" + t.copyOptions()
 }
 
 // copyIn is the statement loading the table's rows.
-func (t Table) copyIn() string { return "COPY " + t.qname() + t.columnList() + " FROM STDIN" }
+func (t Table) copyIn() string {
+	return "COPY " + t.qname() + t.columnList() + " FROM STDIN" + t.copyOptions()
+}
 
 // escapeName makes a schema or table name usable in a stream file name:
 // '%', '/', '.' and control bytes become %XX, so that "<schema>.<table>" is

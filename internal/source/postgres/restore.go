@@ -52,6 +52,12 @@ func (a Adapter) Restore(ctx context.Context, r *repo.Repository, m *snapshot.Ma
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	for _, t := range meta.Tables {
+		if t.Format != "" && t.Format != formatText && t.Format != formatBinary {
+			return nil, hint.With(fmt.Errorf("restore: table %s: COPY format %q in %s, this coffre reads text and binary", t, t.Format, metaPath),
+				"restore with the coffre version that made the recovery point, or a newer one")
+		}
+	}
 	rs := &restore{s: s, pw: pw, meta: meta, files: newFiles(ctx, r, m.Tree), parallel: opts.Parallel}
 	if rs.parallel <= 0 {
 		rs.parallel = 2
@@ -368,6 +374,12 @@ func (rs *restore) loadTable(ctx context.Context, conn *pgx.Conn, d dataStream) 
 	cr := &countingReader{r: rd}
 	tag, err := conn.PgConn().CopyFrom(ctx, cr, d.t.copyIn())
 	if err != nil {
+		var pe *pgconn.PgError
+		if d.t.binary() && errors.As(err, &pe) && (pe.Code == "22P03" || pe.Code == "42804") {
+			// invalid_binary_representation, datatype_mismatch
+			return fmt.Errorf("%s (stored in COPY's binary format, which this server reads differently; "+
+				"back up with copy_format = \"text\" to restore here): %w", what, err)
+		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if tag.RowsAffected() != rows {
