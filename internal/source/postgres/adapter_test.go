@@ -56,18 +56,19 @@ func findTable(t *testing.T, m *Meta, schema, name string) Table {
 }
 
 // TestBackupLayout checks what a recovery point holds: streams, row counts
-// of the snapshot, ordering by key (order=key), sequences, large objects,
+// of the snapshot, ordering by key (small tables under order=range, the
+// default), sequences, large objects,
 // and no secret.
 func TestBackupLayout(t *testing.T) {
 	r, _ := repo.TestRepository(t)
-	src := connFor(t, sourceDB(t)) // the default order: key
+	src := connFor(t, sourceDB(t)) // the default order, range: these small tables are sorted by key
 	m := mustBackup(t, Adapter{Parallel: 3}, r, src)
 	meta, err := ReadMeta(ctxb(), r, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meta.Database != src.Settings["database"] || meta.Encoding != "UTF8" || meta.ServerVersionNum < 150000 || meta.Snapshot == "" || meta.Order != "key" {
-		t.Errorf("meta: database %q encoding %q version %d snapshot %q", meta.Database, meta.Encoding, meta.ServerVersionNum, meta.Snapshot)
+	if meta.Database != src.Settings["database"] || meta.Encoding != "UTF8" || meta.ServerVersionNum < 150000 || meta.Snapshot == "" || meta.Order != orderRange {
+		t.Errorf("meta: database %q encoding %q version %d snapshot %q order %q", meta.Database, meta.Encoding, meta.ServerVersionNum, meta.Snapshot, meta.Order)
 	}
 	rows := map[string]int64{
 		"app.accounts": 50000, "app.events": 20000, "app.orders": 10000, "app.legacy": 100, "app.legacy_child": 50,
@@ -623,6 +624,7 @@ func TestSettings(t *testing.T) {
 		{map[string]string{"database": "d", "sslmode": "maybe"}, "sslmode"},
 		{map[string]string{"database": "d", "roles": "yes"}, "roles"},
 		{map[string]string{"database": "d", "owners": "all"}, "owners"},
+		{map[string]string{"database": "d", "order": "sorted"}, "want range, key or physical"},
 	} {
 		_, err := parseSettings(source.Conn{Resource: "r", Settings: tc.set})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -33,9 +33,10 @@ const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
 
 // Row orders of the backup (setting order).
 const (
-	// orderKey (the default) sorts each table by its primary key: an
-	// UPDATE changes the rows where they are in the stream, so the next
-	// day's backup re-stores only the chunks around them.
+	// orderKey sorts each table by its primary key (the server reads it
+	// through the index): an UPDATE changes the rows where they are in the
+	// stream, so the next day's backup re-stores only the chunks around
+	// them.
 	orderKey = "key"
 	// orderPhysical copies rows as they lie in the table, the cheapest scan
 	// for the server, and splits big tables into parts that all workers
@@ -46,6 +47,10 @@ const (
 	// was no faster (docs/performance.md). For append-mostly tables on
 	// servers with cores to spare.
 	orderPhysical = "physical"
+	// orderRange (the default) splits a big table whose primary key is a
+	// single integer column into key ranges read with one sequential scan
+	// (see ranges.go), and sorts the other tables like orderKey.
+	orderRange = "range"
 )
 
 // copyAuto (the default of the setting copy_format) copies a table in
@@ -244,6 +249,10 @@ func (b *backup) listTables(ctx context.Context) error {
 			CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 			WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+		coalesce((SELECT pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY k.ord) FROM pg_catalog.pg_index i
+			CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
 		coalesce((SELECT pg_catalog.array_agg(pg_catalog.format('column %I (type %s): %s', a.attname,
 				pg_catalog.format_type(a.atttypid, a.atttypmod), bad.why) ORDER BY a.attnum)
 			FROM pg_catalog.pg_attribute a JOIN bad ON bad.root = a.atttypid
@@ -258,12 +267,13 @@ func (b *backup) listTables(ctx context.Context) error {
 		size   int64
 		blocks int64
 		pkey   []string
+		ptypes []string // the primary key columns' types
 		text   []string // the columns without a portable binary form, and why
 	}
 	var ts []listed
 	for rows.Next() {
 		var l listed
-		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey, &l.text); err != nil {
+		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey, &l.ptypes, &l.text); err != nil {
 			rows.Close()
 			return fmt.Errorf("list tables: %w", err)
 		}
@@ -281,7 +291,7 @@ func (b *backup) listTables(ctx context.Context) error {
 	})
 	b.meta.Order = b.s.order
 	if b.meta.Order == "" {
-		b.meta.Order = orderKey
+		b.meta.Order = orderRange
 	}
 	// Splitting needs TID range scans (PostgreSQL 14): before, each part
 	// would read the whole table.
@@ -295,7 +305,7 @@ func (b *backup) listTables(ctx context.Context) error {
 		if b.s.copyFormat == formatBinary && len(l.text) > 0 {
 			notBinary = append(notBinary, "table "+l.t.String()+" "+strings.Join(l.text, ", "))
 		}
-		if b.meta.Order == orderKey {
+		if b.meta.Order == orderKey || b.meta.Order == orderRange {
 			l.t.OrderBy = l.pkey
 			if len(l.pkey) == 0 {
 				physical = append(physical, l.t.String())
@@ -310,6 +320,12 @@ func (b *backup) listTables(ctx context.Context) error {
 				l.t.Parts = append(l.t.Parts, p)
 			}
 			l.t.Path = ""
+		}
+		if b.meta.Order == orderRange && l.size >= rangeMinBytes && l.t.Format == formatBinary &&
+			len(l.pkey) == 1 && rangeKeyTypes[l.ptypes[0]] > 0 {
+			if err := b.splitByKey(ctx, &l.t, l.pkey[0], l.ptypes[0], l.size); err != nil {
+				return err
+			}
 		}
 		b.meta.Tables = append(b.meta.Tables, l.t)
 	}
@@ -335,6 +351,21 @@ func (b *backup) listTables(ctx context.Context) error {
 	if len(ext) > 0 {
 		b.meta.Warnings = append(b.meta.Warnings, "rows added to extension configuration tables are not backed up: "+strings.Join(ext, ", "))
 	}
+	return nil
+}
+
+// splitByKey reads the smallest and biggest key of table t in the snapshot
+// and splits t by key ranges (an empty table stays whole, sorted).
+func (b *backup) splitByKey(ctx context.Context, t *Table, key, keyType string, size int64) error {
+	var lo, hi *int64
+	q := "SELECT pg_catalog.min(" + qi(key) + ")::bigint, pg_catalog.max(" + qi(key) + ")::bigint FROM ONLY " + t.qname()
+	if err := b.coord.QueryRow(ctx, q).Scan(&lo, &hi); err != nil {
+		return fmt.Errorf("table %s: read the range of its key %s: %w", t, key, err)
+	}
+	if lo == nil || hi == nil {
+		return nil
+	}
+	keyRanges(t, key, keyType, size, *lo, *hi)
 	return nil
 }
 
@@ -418,7 +449,7 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 		d dataStream
 		l *LargeObject
 	}
-	streams := b.meta.dataStreams()
+	streams := b.meta.copyJobs()
 	jobs := make(chan job, len(streams)+len(b.meta.LargeObjects))
 	for _, d := range streams {
 		jobs <- job{d: d}
@@ -571,6 +602,9 @@ func (b *backup) copyTable(ctx context.Context, conn *pgx.Conn, st *archiver.Str
 				"a session asked for an exclusive lock on it (ALTER TABLE, TRUNCATE, VACUUM FULL…) during the backup: retry when it is done")
 		}
 		return fmt.Errorf("lock table %s: %w", t, err)
+	}
+	if t.ranged() {
+		return b.copyRanges(ctx, conn, st, t)
 	}
 	pr, pw := io.Pipe()
 	// PostgreSQL sends one CopyData message per row: batching them before

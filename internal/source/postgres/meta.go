@@ -71,20 +71,30 @@ type Table struct {
 	// OrderBy is the primary key the rows are sorted by; empty: physical
 	// order (order=physical, or no primary key).
 	OrderBy []string `json:"order_by,omitempty"`
-	// Parts, when not empty, replace Path: the rows in physical order, split
-	// by ranges of the table's blocks, one stream each (big tables on
-	// PostgreSQL 14 and later, order=physical).
+	// Parts, when not empty, replace Path: the rows split by ranges of the
+	// table's blocks (big tables on PostgreSQL 14 and later,
+	// order=physical), or by ranges of its key (RangeKey set, order=range),
+	// one stream each.
 	Parts []Part `json:"parts,omitempty"`
-	Rows  int64  `json:"rows"` // all parts together
-	Bytes int64  `json:"bytes"`
+	// RangeKey is the primary key column whose ranges split the table
+	// (order=range; the first column of Columns), RangeKeyType its type,
+	// and part i holds the keys k with k>>RangeShift == RangeFirst+i.
+	RangeKey     string `json:"range_key,omitempty"`
+	RangeKeyType string `json:"range_key_type,omitempty"`
+	RangeShift   uint   `json:"range_shift,omitempty"`
+	RangeFirst   int64  `json:"range_first,omitempty"`
+	Rows         int64  `json:"rows"` // all parts together
+	Bytes        int64  `json:"bytes"`
 }
 
 // Part is the stream of the rows stored in blocks [FromBlock, ToBlock) of
-// a table (ToBlock 0: to the end of the table).
+// a table (ToBlock 0: to the end of the table), or, in a table split by
+// key ranges, of the rows whose key is in the range Keys describes.
 type Part struct {
 	Path      string `json:"path"`
 	FromBlock int64  `json:"from_block"`
 	ToBlock   int64  `json:"to_block,omitempty"`
+	Keys      string `json:"keys,omitempty"` // e.g. "id 1048576 to 2097151"
 	Rows      int64  `json:"rows"`
 	Bytes     int64  `json:"bytes"`
 }
@@ -205,6 +215,27 @@ type dataStream struct {
 	p *Part
 }
 
+// ranged says whether the table is split by key ranges, read with one
+// COPY whose rows coffre routes to the parts (see copyRanges).
+func (t Table) ranged() bool { return t.RangeKey != "" }
+
+// copyJobs lists what the backup's workers copy: a table, a part of a
+// table split by blocks, or a whole table split by key ranges (one COPY
+// feeds all its parts).
+func (m *Meta) copyJobs() []dataStream {
+	var ds []dataStream
+	for _, d := range m.dataStreams() {
+		if d.t.ranged() {
+			if d.p == &d.t.Parts[0] {
+				ds = append(ds, dataStream{t: d.t})
+			}
+			continue
+		}
+		ds = append(ds, d)
+	}
+	return ds
+}
+
 // dataStreams lists the tables' row streams: each table's, or its parts.
 func (m *Meta) dataStreams() []dataStream {
 	var ds []dataStream
@@ -223,6 +254,9 @@ func (m *Meta) dataStreams() []dataStream {
 // describe returns the stream's name for messages, its path, and its
 // recorded rows.
 func (d dataStream) describe() (what, path string, rows int64) {
+	if d.p != nil && d.p.Keys != "" {
+		return "table " + d.t.String() + " (" + d.p.Keys + ")", d.p.Path, d.p.Rows
+	}
 	if d.p != nil {
 		return "table " + d.t.String() + " " + d.p.blocks(), d.p.Path, d.p.Rows
 	}

@@ -29,11 +29,24 @@
 //     it), then COPY … TO STDOUT piped into the stream
 //     data/<schema>.<table>.copy, in the table's format (see COPY formats
 //     below). The setting order chooses the rows' order:
-//     - key (the default): COPY (SELECT columns FROM ONLY table ORDER BY
-//     primary key), one worker per table. An UPDATE changes rows where they
-//     are in the stream, so unchanged rows stay in unchanged chunks from
-//     one day to the next and the vault deduplicates them. A table without
-//     a primary key is copied in physical order (a warning in meta.json).
+//     - range (the default): a table of at least rangeMinBytes (128 MiB)
+//     copied in binary whose primary key is one smallint, integer or
+//     bigint column is read with one sequential scan, key column first,
+//     and each row goes to the stream of its key range,
+//     data/<schema>.<table>.part<NNNN>.copy (part i: keys k with
+//     k>>shift == first+i; at most 16 ranges of about 64 MiB, starting at
+//     multiples of 1<<shift so that they hold the same keys every day), in
+//     the order the rows lie in the table. An UPDATE moves a row within its
+//     range's stream only, so a day's changes dirty chunks near the changed
+//     keys and among the range's few strays, not all over the table; and
+//     the server scans the table sequentially instead of through the index
+//     (half the time on the bench machine: see ranges.go). The parts are
+//     loaded in parallel at restore. Other tables are sorted as with key.
+//     - key: COPY (SELECT columns FROM ONLY table ORDER BY primary key),
+//     one worker per table. An UPDATE changes rows where they are in the
+//     stream, so unchanged rows stay in unchanged chunks from one day to
+//     the next and the vault deduplicates them. A table without a primary
+//     key is copied in physical order (a warning in meta.json).
 //     - physical: the rows as they lie in the table, the cheapest scan for
 //     the server. On PostgreSQL 14 and later a table bigger than one part
 //     (partBlocks, 128 MiB) is split into parts of that many blocks,
@@ -93,7 +106,7 @@
 //	meta.json                      Meta: versions, encoding, locale, tables with their COPY format and row counts, sequences, warnings
 //	schema.pgdump                  pg_dump custom archive, pre-data and post-data sections
 //	data/<schema>.<table>.copy     COPY stream (binary or text, see Table.Format) of one table ('%', '/', '.' in names escaped as %XX)
-//	data/<schema>.<table>.partNNNN.copy  COPY stream of one part of a big table (order=physical), in its table's format
+//	data/<schema>.<table>.partNNNN.copy  COPY stream of one part of a big table (order=physical: a block range; order=range: a key range), in its table's format
 //	lobs/<oid>                     content of one large object
 //	roles.sql                      pg_dumpall --roles-only --no-role-passwords (roles=true)
 //
@@ -102,8 +115,8 @@
 //
 // Connections: the settings are host, port (5432), user, database
 // (required), password (a reference, "env:NAME" or "file:PATH", read with
-// Conn.Secret), sslmode (prefer), roles ("true"), order ("physical" or
-// "key", see above), copy_format ("auto", "binary" or "text", see above)
+// Conn.Secret), sslmode (prefer), roles ("true"), order ("range", "key" or
+// "physical", see above), copy_format ("auto", "binary" or "text", see above)
 // and lock_wait_timeout
 // (60s; how long the coordinator and pg_dump wait for a table lock, "0" for
 // ever). The password goes to the driver through its configuration and to
@@ -220,7 +233,7 @@ func parseSettings(c source.Conn) (settings, error) {
 	}
 	bad := func(format string, args ...any) (settings, error) {
 		return settings{}, hint.With(fmt.Errorf("resource %s: "+format+": %w", append(append([]any{c.Resource}, args...), source.ErrSettings)...),
-			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles, order (physical or key), copy_format (auto, binary or text)")
+			"PostgreSQL settings: host, port, user, database, password (env:NAME or file:PATH), sslmode, roles, order (range, key or physical), copy_format (auto, binary or text)")
 	}
 	if s.database == "" {
 		return bad("setting database is required")
@@ -233,10 +246,10 @@ func parseSettings(c source.Conn) (settings, error) {
 		return settings{}, err
 	}
 	switch o := c.Settings["order"]; o {
-	case "", orderPhysical, orderKey:
+	case "", orderPhysical, orderKey, orderRange:
 		s.order = o
 	default:
-		return bad("order %q: want physical or key", o)
+		return bad("order %q: want range, key or physical", o)
 	}
 	switch f := c.Settings["copy_format"]; f {
 	case "", copyAuto:
