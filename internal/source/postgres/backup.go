@@ -253,6 +253,12 @@ func (b *backup) listTables(ctx context.Context) error {
 			CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 			WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+		CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = c.oid) THEN '{}'::oid[] ELSE
+			coalesce((SELECT pg_catalog.array_agg(i.indexrelid ORDER BY i.indexrelid) FROM pg_catalog.pg_index i
+				WHERE i.indrelid = c.oid AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid)), '{}') END,
+		CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = c.oid) THEN '{}'::oid[] ELSE
+			coalesce((SELECT pg_catalog.array_agg(k.oid ORDER BY k.oid) FROM pg_catalog.pg_constraint k
+				WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')), '{}') END,
 		coalesce((SELECT pg_catalog.array_agg(pg_catalog.format('column %I (type %s): %s', a.attname,
 				pg_catalog.format_type(a.atttypid, a.atttypmod), bad.why) ORDER BY a.attnum)
 			FROM pg_catalog.pg_attribute a JOIN bad ON bad.root = a.atttypid
@@ -273,7 +279,7 @@ func (b *backup) listTables(ctx context.Context) error {
 	var ts []listed
 	for rows.Next() {
 		var l listed
-		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey, &l.ptypes, &l.text); err != nil {
+		if err := rows.Scan(&l.t.Schema, &l.t.Name, &l.size, &l.blocks, &l.t.Columns, &l.pkey, &l.ptypes, &l.t.IndexOIDs, &l.t.ConstraintOIDs, &l.text); err != nil {
 			rows.Close()
 			return fmt.Errorf("list tables: %w", err)
 		}

@@ -83,8 +83,14 @@ type Table struct {
 	RangeKeyType string `json:"range_key_type,omitempty"`
 	RangeShift   uint   `json:"range_shift,omitempty"`
 	RangeFirst   int64  `json:"range_first,omitempty"`
-	Rows         int64  `json:"rows"` // all parts together
-	Bytes        int64  `json:"bytes"`
+	// IndexOIDs and ConstraintOIDs are the source's OIDs of the table's
+	// own indexes and of its primary key, unique and exclusion constraints
+	// (not for partitions and inheritance children): the restore builds
+	// them as soon as the table's rows are in, while other tables load.
+	IndexOIDs      []uint32 `json:"index_oids,omitempty"`
+	ConstraintOIDs []uint32 `json:"constraint_oids,omitempty"`
+	Rows           int64    `json:"rows"` // all parts together
+	Bytes          int64    `json:"bytes"`
 }
 
 // Part is the stream of the rows stored in blocks [FromBlock, ToBlock) of

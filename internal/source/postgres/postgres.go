@@ -135,10 +135,16 @@
 // source.ErrTargetNotEmpty before writing anything. The schema archive is
 // read (verified) into a temporary file, the database is created (TEMPLATE
 // template0 with the source's encoding and locale), then: pre-data with
-// pg_restore in one transaction, table data (the parts of a big table in
+// pg_restore in one transaction, table data (the block-range parts of a big table in
 // parallel too) with COPY FROM STDIN in each table's format over
 // RestoreOptions.Parallel connections (default 2) fed from the verified
 // streams, large objects, sequence values, and post-data with pg_restore -j.
+// As pg_restore -j does, a table's own indexes and primary key, unique and
+// exclusion constraints are built by the session that loaded its last rows,
+// while other tables still load (pg_restore --use-list with the archive's
+// entries for the OIDs the backup recorded, Table.IndexOIDs and
+// ConstraintOIDs); the final post-data skips them. The key ranges of a
+// table split by key are loaded in key order by one session.
 // By default objects are owned by the restoring user and privileges are not
 // restored (pg_restore --no-owner --no-privileges), so that a restore works
 // on any server; target setting owners=keep restores owners and privileges

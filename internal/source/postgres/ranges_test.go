@@ -202,6 +202,9 @@ func TestKeyRanges(t *testing.T) {
 			t.Errorf("part %d starts with key %d, outside its range", i, first)
 		}
 	}
+	if len(wide.ConstraintOIDs) != 1 || len(wide.IndexOIDs) != 1 {
+		t.Errorf("wide: index OIDs %v, constraint OIDs %v: want its primary key's", wide.IndexOIDs, wide.ConstraintOIDs)
+	}
 	for _, name := range []string{"small", "textkey"} {
 		if tb := findTable(t, meta, "public", name); tb.RangeKey != "" {
 			t.Errorf("%s split by key ranges: want sorted whole (a small table, or a text key)", name)
@@ -238,5 +241,30 @@ func TestKeyRanges(t *testing.T) {
 	}
 	if got, want := fingerprint(t, dst), fingerprint(t, src); got != want {
 		t.Fatal("the second point's restore differs from the changed source")
+	}
+}
+
+// TestEarlyEntries picks a table's own indexes and key constraints out of a
+// pg_restore --list, by the objects' OIDs, and nothing else.
+func TestEarlyEntries(t *testing.T) {
+	rs := &restore{toc: strings.Split(`;
+; Archive created at 2026-11-26 07:40:00 UTC
+;
+218; 1259 16385 TABLE public accounts postgres
+3363; 2606 16401 CONSTRAINT public accounts accounts_pkey postgres
+3364; 1259 16402 INDEX public accounts_email_idx postgres
+;3365; 1259 16403 INDEX public accounts_old_idx postgres
+3366; 2606 16404 FK CONSTRAINT public orders orders_account_fkey postgres
+3367; 0 0 INDEX ATTACH public measurements_2023_pkey postgres
+3368; 1259 16405 INDEX public other idx with spaces postgres
+3369; 2620 16406 TRIGGER public accounts trg postgres`, "\n")}
+	tb := &Table{IndexOIDs: []uint32{16402, 16403, 16401}, ConstraintOIDs: []uint32{16401, 16404}}
+	var got []string
+	for _, i := range rs.earlyEntries(tb) {
+		got = append(got, rs.toc[i])
+	}
+	want := []string{"3363; 2606 16401 CONSTRAINT public accounts accounts_pkey postgres", "3364; 1259 16402 INDEX public accounts_email_idx postgres"}
+	if !slices.Equal(got, want) {
+		t.Errorf("early entries %q, want %q", got, want)
 	}
 }

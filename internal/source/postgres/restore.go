@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +33,10 @@ type restore struct {
 	parallel  int
 	pgRestore string
 	psql      string
-	schema    string // temporary copy of the schema archive
+	schema    string   // temporary copy of the schema archive
+	toc       []string // pg_restore --list of the schema, when tables record their index OIDs
+	tocMu     sync.Mutex
+	tocDone   []bool // toc entries already built (buildEarly)
 	rows      atomic.Int64
 	bytes     atomic.Int64
 	notes     []string
@@ -149,6 +154,9 @@ func (rs *restore) run(ctx context.Context, opts source.RestoreOptions) (*source
 	if err := rs.pgRestoreSection(ctx, "pre-data"); err != nil {
 		return nil, fail("schema (pre-data)", err)
 	}
+	if err := rs.readTOC(ctx); err != nil {
+		return nil, fail("schema (list)", err)
+	}
 	if err := rs.loadData(ctx); err != nil {
 		return nil, fail("data", err)
 	}
@@ -241,19 +249,154 @@ func (rs *restore) spoolSchema(ctx context.Context) error {
 	return nil
 }
 
-// pgRestoreSection runs pg_restore for one section of the schema.
+// pgRestoreSection runs pg_restore for one section of the schema; for
+// post-data, the entries not built early (see earlyEntries).
 func (rs *restore) pgRestoreSection(ctx context.Context, section string) error {
-	args := []string{"--section=" + section, "--exit-on-error", "--no-password", "--dbname=dbname=" + conninfo(rs.s.database)}
-	if rs.s.owners == "none" {
-		args = append(args, "--no-owner", "--no-privileges")
-	}
+	args := rs.pgRestoreArgs(section)
 	switch {
 	case section == "pre-data":
 		args = append(args, "--single-transaction")
 	case rs.parallel > 1:
 		args = append(args, "--jobs="+strconv.Itoa(rs.parallel))
 	}
+	if section == "post-data" && rs.toc != nil {
+		rs.tocMu.Lock()
+		lines := slices.Clone(rs.toc)
+		for i := range lines {
+			if rs.tocDone[i] {
+				lines[i] = ";" + lines[i]
+			}
+		}
+		rs.tocMu.Unlock()
+		list, err := rs.writeList(lines)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(list)
+		args = append(args, "--use-list="+list)
+	}
 	return runTool(ctx, rs.pgRestore, append(args, rs.schema), childEnv(rs.s, rs.pw, "", appRestore), rs.pw)
+}
+
+func (rs *restore) pgRestoreArgs(section string) []string {
+	args := []string{"--section=" + section, "--exit-on-error", "--no-password", "--dbname=dbname=" + conninfo(rs.s.database)}
+	if rs.s.owners == "none" {
+		args = append(args, "--no-owner", "--no-privileges")
+	}
+	return args
+}
+
+// readTOC lists the schema archive's entries (pg_restore --list), so that
+// a table's indexes and key constraints can be built as soon as its rows
+// are in, while other tables still load (as pg_restore -j does): an INDEX
+// or CONSTRAINT entry is matched to its table by the object's OID in the
+// source, which the backup recorded (Table.IndexOIDs, ConstraintOIDs).
+// Recovery points without them build everything after the data.
+func (rs *restore) readTOC(ctx context.Context) error {
+	any := false
+	for _, t := range rs.meta.Tables {
+		any = any || len(t.IndexOIDs) > 0 || len(t.ConstraintOIDs) > 0
+	}
+	if !any {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, rs.pgRestore, "--list", rs.schema)
+	var stderr tail
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		return toolError("pg_restore", err, &stderr, rs.pw)
+	}
+	rs.toc = strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	rs.tocDone = make([]bool, len(rs.toc))
+	return nil
+}
+
+// earlyEntries returns the indices in rs.toc of table t's indexes and
+// key constraints.
+func (rs *restore) earlyEntries(t *Table) []int {
+	want := map[string]bool{}
+	for _, o := range t.IndexOIDs {
+		want["INDEX "+strconv.FormatUint(uint64(o), 10)] = true
+	}
+	for _, o := range t.ConstraintOIDs {
+		want["CONSTRAINT "+strconv.FormatUint(uint64(o), 10)] = true
+	}
+	var idx []int
+	for i, line := range rs.toc {
+		// "<dump id>; <catalog oid> <object oid> <description> <schema> <tag> <owner>"
+		if strings.HasPrefix(line, ";") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, "; ")
+		if !ok {
+			continue
+		}
+		f := strings.SplitN(rest, " ", 4)
+		if len(f) < 4 {
+			continue
+		}
+		desc := ""
+		switch {
+		case strings.HasPrefix(f[2], "INDEX") && f[3] != "" && !strings.HasPrefix(f[3], "ATTACH "):
+			desc = "INDEX"
+		case f[2] == "CONSTRAINT":
+			desc = "CONSTRAINT"
+		}
+		if desc != "" && want[desc+" "+f[1]] {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// buildEarly builds table t's indexes and key constraints, once its rows
+// are all in.
+func (rs *restore) buildEarly(ctx context.Context, t *Table) error {
+	if rs.toc == nil {
+		return nil
+	}
+	idx := rs.earlyEntries(t)
+	if len(idx) == 0 {
+		return nil
+	}
+	lines := make([]string, 0, len(idx))
+	for _, i := range idx {
+		lines = append(lines, rs.toc[i])
+	}
+	list, err := rs.writeList(lines)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(list)
+	args := append(rs.pgRestoreArgs("post-data"), "--use-list="+list, rs.schema)
+	if err := runTool(ctx, rs.pgRestore, args, childEnv(rs.s, rs.pw, "", appRestore), rs.pw); err != nil {
+		return fmt.Errorf("indexes and key constraints of table %s: %w", t, err)
+	}
+	rs.tocMu.Lock()
+	for _, i := range idx {
+		rs.tocDone[i] = true
+	}
+	rs.tocMu.Unlock()
+	return nil
+}
+
+// writeList writes a pg_restore --use-list file.
+func (rs *restore) writeList(lines []string) (string, error) {
+	f, err := os.CreateTemp("", "coffre-pg-list-*.txt")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // restoreRoles runs roles.sql; roles that exist already, and other
@@ -324,6 +467,17 @@ func (rs *restore) loadData(ctx context.Context) error {
 		}
 		work = append(work, job{ds: []dataStream{d}, size: size})
 	}
+	// left counts each table's streams still to load: the session that
+	// loads the last one builds the table's indexes and key constraints.
+	left := map[*Table]*atomic.Int64{}
+	for _, w := range work {
+		for _, d := range w.ds {
+			if left[d.t] == nil {
+				left[d.t] = new(atomic.Int64)
+			}
+			left[d.t].Add(1)
+		}
+	}
 	sort.SliceStable(work, func(i, j int) bool { return work[i].size > work[j].size })
 	jobs := make(chan job, len(work)+len(rs.meta.LargeObjects))
 	for _, w := range work {
@@ -355,6 +509,11 @@ func (rs *restore) loadData(ctx context.Context) error {
 				for _, d := range j.ds {
 					if err := rs.loadTable(ctx, conn, d); err != nil {
 						return err
+					}
+					if left[d.t].Add(-1) == 0 {
+						if err := rs.buildEarly(ctx, d.t); err != nil {
+							return err
+						}
 					}
 				}
 			}
