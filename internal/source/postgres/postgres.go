@@ -34,8 +34,9 @@
 //     bigint column is read with one sequential scan, key column first,
 //     and each row goes to the stream of its key range,
 //     data/<schema>.<table>.part<NNNN>.copy (part i: keys k with
-//     k>>shift == first+i; at most 16 ranges of about 64 MiB, starting at
-//     multiples of 1<<shift so that they hold the same keys every day), in
+//     k>>shift == first+i; shift is the smallest that makes at most one
+//     range per 64 MiB of table and at most 16, so ranges start at
+//     multiples of 1<<shift and hold the same keys every day), in
 //     the order the rows lie in the table. An UPDATE moves a row within its
 //     range's stream only, so a day's changes dirty chunks near the changed
 //     keys and among the range's few strays, not all over the table; and
