@@ -41,6 +41,26 @@ func uncachedFile(t *testing.T, dir, name string, data []byte) string {
 	return name
 }
 
+// openDirect writes data to dir/f, drops it from the page cache and opens it
+// through a source on dir, failing unless Open chose direct reads.
+func openDirect(t *testing.T, dir string, data []byte) *file {
+	t.Helper()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncachedFile(t, dir, "f", data)
+	rc, err := s.Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := rc.(*file)
+	if f.direct == nil {
+		t.Fatal("want direct reads")
+	}
+	return f
+}
+
 // oddReader reads through r in reads of an odd size, as the chunker's
 // refills do not line up with blocks either.
 func readOdd(t *testing.T, r io.Reader) []byte {
@@ -120,25 +140,12 @@ func TestCachedAndSmallFilesReadThroughCache(t *testing.T) {
 // A direct read the filesystem refuses (here a real EINVAL: an unaligned
 // offset) switches the file to reads through the cache at the same offset.
 func TestDirectReadFallsBackOnEINVAL(t *testing.T) {
-	dir := t.TempDir()
-	s, err := New(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	data := testutil.RandomBytes(3, 4*directBlock)
-	uncachedFile(t, dir, "f", data)
-	rc, err := s.Open("f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	f := rc.(*file)
-	if f.direct == nil {
-		t.Fatal("want direct reads")
-	}
+	f := openDirect(t, t.TempDir(), data)
+	defer f.Close()
 	const skew = directBlock + 1 // not a multiple of the alignment
 	f.direct.off = skew
-	got := readOdd(t, rc)
+	got := readOdd(t, f)
 	if f.direct != nil {
 		t.Fatal("still reading directly after EINVAL")
 	}
@@ -156,19 +163,7 @@ func TestDirectReadFallsBackOnEINVAL(t *testing.T) {
 
 func TestDirectReadSeesChange(t *testing.T) {
 	dir := t.TempDir()
-	s, err := New(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := testutil.RandomBytes(4, 2*directBlock)
-	uncachedFile(t, dir, "f", data)
-	rc, err := s.Open("f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rc.(*file).direct == nil {
-		t.Fatal("want direct reads")
-	}
+	rc := openDirect(t, dir, testutil.RandomBytes(4, 2*directBlock))
 	if _, err := rc.Read(make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}
