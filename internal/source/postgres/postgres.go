@@ -496,15 +496,22 @@ func toolError(name string, err error, stderr *tail, secret string) error {
 
 // runTool runs a client program to its end.
 func runTool(ctx context.Context, path string, args, env []string, secret string) error {
+	_, err := toolOutput(ctx, path, args, env, secret)
+	return err
+}
+
+// toolOutput is runTool returning the tool's standard output.
+func toolOutput(ctx context.Context, path string, args, env []string, secret string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = env
 	var stderr tail
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
-		return toolError(filepath.Base(path), err, &stderr, secret)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, toolError(filepath.Base(path), err, &stderr, secret)
 	}
-	return nil
+	return out, nil
 }
 
 // qi quotes an identifier.

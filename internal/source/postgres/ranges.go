@@ -28,6 +28,7 @@ import (
 // the range's few strays before or after the range's own blocks. So a
 // day's changes dirty the chunks around the old rows and a few chunks of
 // strays, not chunks all over the table (as order=physical does).
+
 // maxRanges bounds the ranges of one table: each is a stream with its
 // chunker (1.5 MiB) while the table is read.
 const maxRanges = 16

@@ -247,7 +247,8 @@ func TestKeyRanges(t *testing.T) {
 // TestEarlyEntries picks a table's own indexes and key constraints out of a
 // pg_restore --list, by the objects' OIDs, and nothing else.
 func TestEarlyEntries(t *testing.T) {
-	rs := &restore{toc: strings.Split(`;
+	rs := &restore{}
+	rs.setTOC(strings.Split(`;
 ; Archive created at 2026-11-26 07:40:00 UTC
 ;
 218; 1259 16385 TABLE public accounts postgres
@@ -257,7 +258,7 @@ func TestEarlyEntries(t *testing.T) {
 3366; 2606 16404 FK CONSTRAINT public orders orders_account_fkey postgres
 3367; 0 0 INDEX ATTACH public measurements_2023_pkey postgres
 3368; 1259 16405 INDEX public other idx with spaces postgres
-3369; 2620 16406 TRIGGER public accounts trg postgres`, "\n")}
+3369; 2620 16406 TRIGGER public accounts trg postgres`, "\n"))
 	tb := &Table{IndexOIDs: []uint32{16402, 16403, 16401}, ConstraintOIDs: []uint32{16401, 16404}}
 	var got []string
 	for _, i := range rs.earlyEntries(tb) {

@@ -33,8 +33,9 @@ type restore struct {
 	parallel  int
 	pgRestore string
 	psql      string
-	schema    string   // temporary copy of the schema archive
-	toc       []string // pg_restore --list of the schema, when tables record their index OIDs
+	schema    string         // temporary copy of the schema archive
+	toc       []string       // pg_restore --list of the schema, when tables record their index OIDs
+	tocByOID  map[string]int // "INDEX <oid>" or "CONSTRAINT <oid>": its line in toc
 	tocMu     sync.Mutex
 	tocDone   []bool // toc entries already built (buildEarly)
 	rows      atomic.Int64
@@ -293,38 +294,26 @@ func (rs *restore) pgRestoreArgs(section string) []string {
 // source, which the backup recorded (Table.IndexOIDs, ConstraintOIDs).
 // Recovery points without them build everything after the data.
 func (rs *restore) readTOC(ctx context.Context) error {
-	any := false
+	recorded := false
 	for _, t := range rs.meta.Tables {
-		any = any || len(t.IndexOIDs) > 0 || len(t.ConstraintOIDs) > 0
+		recorded = recorded || len(t.IndexOIDs) > 0 || len(t.ConstraintOIDs) > 0
 	}
-	if !any {
+	if !recorded {
 		return nil
 	}
-	cmd := exec.CommandContext(ctx, rs.pgRestore, "--list", rs.schema)
-	var stderr tail
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.Output()
+	out, err := toolOutput(ctx, rs.pgRestore, []string{"--list", rs.schema}, childEnv(rs.s, rs.pw, "", appRestore), rs.pw)
 	if err != nil {
-		return toolError("pg_restore", err, &stderr, rs.pw)
+		return err
 	}
-	rs.toc = strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	rs.tocDone = make([]bool, len(rs.toc))
+	rs.setTOC(strings.Split(strings.TrimRight(string(out), "\n"), "\n"))
 	return nil
 }
 
-// earlyEntries returns the indices in rs.toc of table t's indexes and
-// key constraints.
-func (rs *restore) earlyEntries(t *Table) []int {
-	want := map[string]bool{}
-	for _, o := range t.IndexOIDs {
-		want["INDEX "+strconv.FormatUint(uint64(o), 10)] = true
-	}
-	for _, o := range t.ConstraintOIDs {
-		want["CONSTRAINT "+strconv.FormatUint(uint64(o), 10)] = true
-	}
-	var idx []int
-	for i, line := range rs.toc {
+// setTOC takes a pg_restore --list and indexes its INDEX and CONSTRAINT
+// entries by the object's OID.
+func (rs *restore) setTOC(toc []string) {
+	rs.toc, rs.tocDone, rs.tocByOID = toc, make([]bool, len(toc)), map[string]int{}
+	for i, line := range toc {
 		// "<dump id>; <catalog oid> <object oid> <description> <schema> <tag> <owner>"
 		if strings.HasPrefix(line, ";") {
 			continue
@@ -337,17 +326,30 @@ func (rs *restore) earlyEntries(t *Table) []int {
 		if len(f) < 4 {
 			continue
 		}
-		desc := ""
 		switch {
-		case strings.HasPrefix(f[2], "INDEX") && f[3] != "" && !strings.HasPrefix(f[3], "ATTACH "):
-			desc = "INDEX"
+		case f[2] == "INDEX" && !strings.HasPrefix(f[3], "ATTACH "):
+			rs.tocByOID["INDEX "+f[1]] = i
 		case f[2] == "CONSTRAINT":
-			desc = "CONSTRAINT"
+			rs.tocByOID["CONSTRAINT "+f[1]] = i
 		}
-		if desc != "" && want[desc+" "+f[1]] {
+	}
+}
+
+// earlyEntries returns the indices in rs.toc of table t's indexes and
+// key constraints, in the order of the list.
+func (rs *restore) earlyEntries(t *Table) []int {
+	var idx []int
+	for _, o := range t.IndexOIDs {
+		if i, ok := rs.tocByOID["INDEX "+strconv.FormatUint(uint64(o), 10)]; ok {
 			idx = append(idx, i)
 		}
 	}
+	for _, o := range t.ConstraintOIDs {
+		if i, ok := rs.tocByOID["CONSTRAINT "+strconv.FormatUint(uint64(o), 10)]; ok {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
 	return idx
 }
 
