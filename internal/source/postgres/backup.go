@@ -466,6 +466,10 @@ func (b *backup) fill(ctx context.Context, st *archiver.Streams) error {
 	close(jobs)
 	params := sessionParams(b.meta.Encoding)
 	params["row_security"] = "off" // fail rather than silently miss rows hidden by a policy
+	// A sequential scan joins one already running on the same table, and
+	// then starts mid-table: rows would come in an order that moves from
+	// one backup to the next. pg_dump turns this off too.
+	params["synchronize_seqscans"] = "off"
 	for range min(b.parallel, len(jobs)) {
 		g.Go(func(ctx context.Context) error {
 			conn, err := connect(ctx, b.s, b.pw, "", appBackup, params)

@@ -61,7 +61,10 @@
 //     spare.
 //     Generated columns are left out (the restore recomputes them). Sessions
 //     run with row_security off: a table whose rows a policy would hide from
-//     the backup's role fails the backup rather than being copied in part.
+//     the backup's role fails the backup rather than being copied in part,
+//     and with synchronize_seqscans off (as pg_dump's): a sequential scan
+//     always starts at the table's first block, instead of joining another
+//     session's scan mid-table, so rows come in the same order every day.
 //     The row count of each table (and part) is the number of rows in its
 //     COPY stream (text format: one newline per row; binary format: the
 //     tuples of its framing, which must end with the trailer, else the
@@ -161,7 +164,8 @@
 // Validate connects to the restored database (which proves the server runs
 // and accepts the target's credentials), compares every table's count(*)
 // with the count recorded at backup time (a failed check "rows
-// schema.table" per mismatch or missing table) and the number of large
+// schema.table" per mismatch or missing table; the tables are counted
+// biggest first by two sessions, with JIT off) and the number of large
 // objects, then runs each user check in a read-only transaction: its single
 // value, as text ("NULL" for null), must equal Expect.
 package postgres
