@@ -4,6 +4,9 @@
 #   ../shared/bench/make_pgdump.sh, then
 #   backup:  coffre (backup job, in-process)  vs  pg_dump -Fc to a file  vs  pgbackrest full backup
 #   restore: coffre (restore job into a new database)  vs  pg_restore -j 2 from a -Fd dump
+#   floor:   every table read out of the server in binary by two psql sessions to
+#            /dev/null, the bigger tables spread over both: what any logical backup costs
+#            the server, with nothing stored (a ceiling for coffre_backup / pg_dump_Fc)
 #   day 2:   ~1% of rows changed in clustered runs (make_pgdump.sh's v2 changes), then
 #            what coffre's second backup stores  vs  what restic stores for the second plain dump
 # Prints a TSV of medians over -n runs and writes it to $OUT.
@@ -114,6 +117,21 @@ t() {
 	e=$(date +%s.%N)
 	echo "$e - $s" | bc
 }
+# floor: the tables, biggest first, dealt to two psql sessions (each table
+# to the one with fewer bytes so far), each copying its tables in binary to
+# /dev/null.
+floor() {
+	local a=() b=() sa=0 sb=0 name size
+	while IFS=$'\t' read -r name size; do
+		if [ "$sa" -le "$sb" ]; then a+=(-c "COPY $name TO STDOUT (FORMAT binary)"); sa=$((sa + size))
+		else b+=(-c "COPY $name TO STDOUT (FORMAT binary)"); sb=$((sb + size)); fi
+	done < <($PSQL -d bench -At -F $'\t' -c "SELECT c.oid::regclass, pg_table_size(c.oid) FROM pg_class c
+		WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace ORDER BY 2 DESC")
+	$PSQL -d bench "${a[@]}" >/dev/null &
+	local pa=$!
+	[ ${#b[@]} -eq 0 ] || $PSQL -d bench "${b[@]}" >/dev/null
+	wait $pa
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A R
@@ -129,6 +147,7 @@ for run in $(seq "$RUNS"); do
 	rm -rf "$CDIR/vault" "$CDIR/data/catalog.db"* "$CDIR/data/keys"
 	"$COFFRE" apply -f "$CDIR/bench.hcl" --auto-approve >/dev/null
 	add coffre_backup "$(t "$COFFRE" backup start --resource "$RES" --vault bench)"
+	add copy_floor "$(t floor)"
 	ID=$("$COFFRE" points list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 	$PSQL -c "DROP DATABASE IF EXISTS restored_pr" -c "DROP DATABASE IF EXISTS restored_co" -c "CREATE DATABASE restored_pr"
 	add pg_restore_j2 "$(t as_pg $PGBIN/pg_restore -h "$SOCK" -p $PORT -U postgres -j 2 -d restored_pr "$WORK/dump.fd")"
@@ -161,7 +180,7 @@ R2=$(du -sb "$WORK/restic" | cut -f1)
 {
 	printf 'metric\tvalue\n'
 	printf 'database_MiB\t%d\n' $((DBSIZE / 1048576))
-	for k in pg_dump_Fc pgbackrest_full coffre_backup pg_restore_j2 coffre_restore; do
+	for k in pg_dump_Fc pgbackrest_full coffre_backup copy_floor pg_restore_j2 coffre_restore; do
 		printf '%s_s\t%s\n' "$k" "$(echo ${R[$k]} | tr ' ' '\n' | median)"
 	done
 	printf 'coffre_day2_adds_MB\t%.1f\n' "$(echo "($V2 - $V1) / 1000000" | bc -l)"
