@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 	"unicode/utf8"
@@ -88,8 +89,11 @@ func (t *Tree) Encode() ([]byte, error) {
 // Decode parses a tree blob.
 func Decode(b []byte) (*Tree, error) {
 	t := &Tree{}
-	if err := json.Unmarshal(b, t); err != nil {
-		return nil, fmt.Errorf("parse tree: %w", err)
+	if !decodeFast(b, t) {
+		*t = Tree{}
+		if err := json.Unmarshal(b, t); err != nil {
+			return nil, fmt.Errorf("parse tree: %w", err)
+		}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -107,6 +111,21 @@ func Decode(b []byte) (*Tree, error) {
 		}
 	}
 	return t, nil
+}
+
+// Same reports whether n and o store the same entry: every field Encode
+// writes is equal (NameBytes and LinkBytes follow from Name and
+// LinkTarget; times are compared as instants). A directory whose entries
+// are all the Same as those of its previous tree is described by that
+// tree: a backup reuses its id instead of encoding and hashing it again.
+func (n *Node) Same(o *Node) bool {
+	return n.Name == o.Name && n.Type == o.Type && n.Mode == o.Mode &&
+		n.ModTime.Equal(o.ModTime) && n.ChangeTime.Equal(o.ChangeTime) &&
+		n.UID == o.UID && n.GID == o.GID && n.User == o.User && n.Group == o.Group &&
+		n.Inode == o.Inode && n.DeviceID == o.DeviceID && n.Links == o.Links && n.Rdev == o.Rdev &&
+		n.Size == o.Size && n.LinkTarget == o.LinkTarget && slices.Equal(n.Content, o.Content) &&
+		(n.Subtree == nil) == (o.Subtree == nil) && (n.Subtree == nil || *n.Subtree == *o.Subtree) &&
+		n.Error == o.Error
 }
 
 func containsSlash(s string) bool {

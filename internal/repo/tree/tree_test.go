@@ -1,7 +1,11 @@
 package tree
 
 import (
+	"reflect"
 	"testing"
+	"time"
+
+	"github.com/coffre/coffre/internal/repo/crypto"
 )
 
 func TestNonUTF8NamesRoundTrip(t *testing.T) {
@@ -58,5 +62,67 @@ func TestDecodeRejectsBadNames(t *testing.T) {
 func TestEncodeRejectsDuplicates(t *testing.T) {
 	if _, err := (&Tree{Nodes: []Node{{Name: "a"}, {Name: "a"}}}).Encode(); err == nil {
 		t.Error("duplicate names accepted")
+	}
+}
+
+// TestSameSeesEveryField changes each field of a node in turn: Same must
+// tell every change apart, so that a backup never reuses the previous tree
+// of a directory that changed. A field added to Node without a comparison
+// fails here.
+func TestSameSeesEveryField(t *testing.T) {
+	sub, other := crypto.ID{1}, crypto.ID{2}
+	base := Node{Name: "n", Type: TypeFile, Mode: 0o644, ModTime: time.Unix(100, 5).UTC(), ChangeTime: time.Unix(200, 0).UTC(),
+		UID: 1, GID: 2, User: "u", Group: "g", Inode: 3, DeviceID: 4, Links: 1, Rdev: 5, Size: 6, LinkTarget: "t",
+		Content: []crypto.ID{{9}}, Subtree: &sub, Error: "e"}
+	if c := base; !c.Same(&base) {
+		t.Fatal("a node is not the Same as its copy")
+	}
+	// The same instant in another zone, and a copied subtree id, are the Same.
+	c := base
+	c.ModTime = base.ModTime.In(time.FixedZone("", 3600))
+	sub2 := sub
+	c.Subtree = &sub2
+	if !c.Same(&base) {
+		t.Fatal("same instant or same subtree id seen as a change")
+	}
+	derived := map[string]bool{"NameBytes": true, "LinkBytes": true}
+	rt := reflect.TypeOf(base)
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if derived[f.Name] {
+			continue
+		}
+		c := base
+		v := reflect.ValueOf(&c).Elem().Field(i)
+		switch f.Name {
+		case "ModTime", "ChangeTime":
+			v.Set(reflect.ValueOf(v.Interface().(time.Time).Add(time.Nanosecond)))
+		case "Content":
+			c.Content = []crypto.ID{{9}, {9}}
+		case "Subtree":
+			c.Subtree = &other
+		default:
+			switch v.Kind() {
+			case reflect.String:
+				v.SetString(v.String() + "x")
+			case reflect.Uint32, reflect.Uint64:
+				v.SetUint(v.Uint() + 1)
+			default:
+				t.Fatalf("field %s of kind %s: teach this test (and Same) about it", f.Name, v.Kind())
+			}
+		}
+		if c.Same(&base) || base.Same(&c) {
+			t.Errorf("a change of %s is not seen", f.Name)
+		}
+	}
+	c = base
+	c.Subtree = nil
+	if c.Same(&base) || base.Same(&c) {
+		t.Error("a missing subtree is not seen")
+	}
+	c = base
+	c.Content = nil
+	if c.Same(&base) {
+		t.Error("a missing content list is not seen")
 	}
 }
