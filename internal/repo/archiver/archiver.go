@@ -15,6 +15,8 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -689,11 +691,32 @@ func (a *Archiver) saveDir(ctx context.Context, p string, prevID *crypto.ID) (cr
 	if err := ctx.Err(); err != nil {
 		return crypto.ID{}, err
 	}
+	if a.samePrev(nodes, prev, prevID) {
+		return *prevID, nil
+	}
 	id, err := tree.Save(ctx, a.r, &tree.Tree{Nodes: nodes})
 	if err != nil {
 		return crypto.ID{}, &fatalError{err}
 	}
 	return id, nil
+}
+
+// samePrev reports whether a directory's entries are all the Same as those
+// of its previous tree prev (id prevID), still in the index: the backup
+// then reuses that tree as it reuses unchanged files' content, instead of
+// encoding and hashing it again (most directories of an incremental
+// backup).
+func (a *Archiver) samePrev(nodes []tree.Node, prev *tree.Tree, prevID *crypto.ID) bool {
+	if prev == nil || prevID == nil || len(nodes) != len(prev.Nodes) || !a.r.Index().Has(pack.TreeBlob, *prevID) {
+		return false
+	}
+	slices.SortFunc(nodes, func(x, y tree.Node) int { return strings.Compare(x.Name, y.Name) })
+	for i := range nodes {
+		if !nodes[i].Same(&prev.Nodes[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // saveSingle backs up a root that is a single file.

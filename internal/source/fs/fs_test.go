@@ -314,6 +314,72 @@ func TestIncrementalReadsOnlyChangedFiles(t *testing.T) {
 	compareTrees(t, src, restore(t, r, m2))
 }
 
+// TestIncrementalSeesDeepChanges makes one small change at a time deep in
+// a tree, each followed by an incremental backup: the backup reuses the
+// previous tree of every directory whose entries are all the same, and must
+// not reuse one where anything changed (the restore would bring back the
+// old state). An unchanged tree keeps its root tree id.
+func TestIncrementalSeesDeepChanges(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	for i := 0; i < 6; i++ {
+		mkfile(t, filepath.Join(src, fmt.Sprintf("a/b%d/c/f%d.txt", i%2, i)), testutil.Text(500+i), 0o644)
+	}
+	if err := os.Symlink("../c/f0.txt", filepath.Join(src, "a/b0/link")); err != nil {
+		t.Fatal(err)
+	}
+	setMtimes(t, src)
+	r := newRepo(t)
+	prev := backupDir(t, r, src, nil, nil)
+	if m := backupDir(t, r, src, nil, prev); m.Tree != prev.Tree {
+		t.Fatalf("unchanged tree: root tree %s, want %s", m.Tree.Short(), prev.Tree.Short())
+	}
+	mt := time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)
+	deep := filepath.Join(src, "a/b0/c")
+	for _, c := range []struct {
+		what   string
+		change func() error
+	}{
+		{"chmod a file", func() error { return os.Chmod(filepath.Join(deep, "f0.txt"), 0o600) }},
+		{"chmod a directory", func() error { return os.Chmod(deep, 0o700) }},
+		{"a directory's mtime", func() error { return os.Chtimes(filepath.Join(src, "a/b1"), mt, mt) }},
+		{"retarget a symlink", func() error {
+			l := filepath.Join(src, "a/b0/link")
+			if err := os.Remove(l); err != nil {
+				return err
+			}
+			return os.Symlink("../c/f2.txt", l)
+		}},
+		{"rename a file", func() error { return os.Rename(filepath.Join(deep, "f2.txt"), filepath.Join(deep, "g2.txt")) }},
+		{"an empty file", func() error { return os.WriteFile(filepath.Join(deep, "empty"), nil, 0o644) }},
+		{"same size, same mtime, new content", func() error {
+			p := filepath.Join(deep, "f4.txt")
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[0] ^= 1
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return err
+			}
+			return os.Chtimes(p, fi.ModTime(), fi.ModTime())
+		}},
+	} {
+		if err := c.change(); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		m := backupDir(t, r, src, nil, prev)
+		if m.Tree == prev.Tree {
+			t.Errorf("%s: the root tree did not change", c.what)
+		}
+		compareTrees(t, src, restore(t, r, m))
+		prev = m
+	}
+}
+
 // paths lists every path of a recovery point.
 func paths(t *testing.T, r *repo.Repository, m *snapshot.Manifest) []string {
 	t.Helper()
