@@ -104,15 +104,15 @@ func (s *Source) ReadDir(p string) ([]tree.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	names, err := f.Readdirnames(-1)
-	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("read directory %s: %w", dir, err)
 	}
 	out := make([]tree.Node, 0, len(names))
 	for _, name := range names {
 		full := dir + "/" + name
-		fi, err := os.Lstat(full)
+		fi, err := lstatAt(f, dir, name)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // vanished between listing and stat
