@@ -45,6 +45,27 @@ type FS interface {
 	Open(p string) (io.ReadCloser, error)
 }
 
+// Prefetcher is an FS that can start reading a file before it is opened.
+// Prefetch(p, size) is a hint that regular file p (size bytes) is about to
+// be read: it may start fetching it in the background (into the page
+// cache) and returns without waiting for it; it never fails (the read that
+// follows reports errors). The archiver calls it, from one goroutine, for
+// the files a directory's backup will read, as soon as the directory is
+// listed: small files are read one at a time each waiting for the disk,
+// and fetched ahead their waits overlap.
+type Prefetcher interface {
+	Prefetch(p string, size int64)
+}
+
+// prefetchQueue bounds the prefetch hints waiting; when it is full, hints
+// are dropped (the reads just wait for the disk).
+const prefetchQueue = 4096
+
+type prefetchJob struct {
+	path string
+	size int64
+}
+
 // ErrChanged is returned by a File's Close when the file changed while read.
 var ErrChanged = errors.New("file changed while it was being read")
 
@@ -103,6 +124,7 @@ type Archiver struct {
 	fineChunkers chan *chunker.Chunker // with the stream parameters
 	dirSem       *trySem
 	filesChanged atomic.Int64
+	prefetch     chan prefetchJob // nil: the FS is no Prefetcher
 }
 
 type saveJob struct {
@@ -169,12 +191,28 @@ func (a *Archiver) start(ctx context.Context) context.Context {
 		a.workers.Add(1)
 		go a.fileWorker(ctx)
 	}
+	a.prefetch = nil
+	if pf, ok := a.fs.(Prefetcher); ok {
+		a.prefetch = make(chan prefetchJob, prefetchQueue)
+		a.workers.Add(1)
+		go func() {
+			defer a.workers.Done()
+			for j := range a.prefetch {
+				if ctx.Err() == nil {
+					pf.Prefetch(j.path, j.size)
+				}
+			}
+		}()
+	}
 	return ctx
 }
 
 func (a *Archiver) stop() {
 	close(a.fileCh)
 	close(a.saveCh)
+	if a.prefetch != nil {
+		close(a.prefetch)
+	}
 	a.workers.Wait()
 	a.cancel()
 }
@@ -621,17 +659,41 @@ func (a *Archiver) saveDir(ctx context.Context, p string, prevID *crypto.ID) (cr
 		}
 		emu.Unlock()
 	}
+	// The files to read, known before the first is queued: hinted to a
+	// Prefetcher FS at once.
+	var reuse []*tree.Node // the previous node of a file reused as is
 	for i := range nodes {
 		n := &nodes[i]
-		cp := path.Join(p, n.Name)
+		if n.Type != tree.TypeFile {
+			continue
+		}
 		var pn *tree.Node
 		if prev != nil {
 			pn = prev.Find(n.Name)
 		}
+		if a.unchanged(n, pn) {
+			if reuse == nil {
+				reuse = make([]*tree.Node, len(nodes))
+			}
+			reuse[i] = pn
+		} else if a.prefetch != nil && n.Size > 0 {
+			select {
+			case a.prefetch <- prefetchJob{path: path.Join(p, n.Name), size: int64(n.Size)}:
+			default:
+			}
+		}
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		cp := path.Join(p, n.Name)
+		var pn *tree.Node
+		if prev != nil && n.Type == tree.TypeDir {
+			pn = prev.Find(n.Name)
+		}
 		switch n.Type {
 		case tree.TypeFile:
-			if a.unchanged(n, pn) {
-				n.Content = pn.Content
+			if reuse != nil && reuse[i] != nil {
+				n.Content = reuse[i].Content
 				a.prog.Files.Add(1)
 				a.prog.Bytes.Add(int64(n.Size))
 				continue

@@ -106,3 +106,42 @@ func TestBackupWaitsForInFlightPackSaves(t *testing.T) {
 		t.Fatalf("restored %d bytes (err %v), want the %d backed up", out.Len(), err, len(data))
 	}
 }
+
+// prefetchFS is memFS with a Prefetcher that records its hints.
+type prefetchFS struct {
+	memFS
+	mu    sync.Mutex
+	hints map[string]int64
+}
+
+func (p *prefetchFS) Prefetch(path string, size int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hints[path] = size
+}
+
+// TestPrefetchHintsFilesToRead: a Prefetcher FS is told of every file the
+// backup reads (with its size), and of no other: not the empty ones, not
+// those an incremental backup reuses.
+func TestPrefetchHintsFilesToRead(t *testing.T) {
+	ctx := context.Background()
+	r := repo.TestInit(t, mem.New(), repo.TestInitOptions(), repo.Options{})
+	fsys := &prefetchFS{memFS: memFS{files: map[string][]byte{"a": []byte("aaa"), "b": []byte("bbbbb"), "empty": nil}}, hints: map[string]int64{}}
+	src := snapshot.Source{Type: snapshot.SourceFilesystem, Paths: []string{"/virtual"}}
+	m1, err := archiver.New(r, archiver.Options{}).Backup(ctx, fsys, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fsys.hints) != 2 || fsys.hints["a"] != 3 || fsys.hints["b"] != 5 {
+		t.Errorf("first backup hinted %v, want a (3 bytes) and b (5 bytes)", fsys.hints)
+	}
+	// memFS gives every file the same mtime: a size change marks b changed.
+	fsys.files["b"] = []byte("bbbbbb")
+	fsys.hints = map[string]int64{}
+	if _, err := archiver.New(r, archiver.Options{Parent: m1}).Backup(ctx, fsys, src); err != nil {
+		t.Fatal(err)
+	}
+	if len(fsys.hints) != 1 || fsys.hints["b"] != 6 {
+		t.Errorf("incremental backup hinted %v, want only b (6 bytes)", fsys.hints)
+	}
+}
