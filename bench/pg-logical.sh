@@ -143,6 +143,9 @@ for run in $(seq "$RUNS"); do
 	add pg_dump_Fc "$(t as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fc -f "$WORK/dump.fc" bench)"
 	rm -rf "$WORK/dump.fd"
 	as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fd -j 2 -f "$WORK/dump.fd" bench
+	# Untimed: keep only the last full backup (and its WAL), or the
+	# repository grows by a full backup every run until the disk is full.
+	as_pg pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench expire --repo1-retention-full=1 >/dev/null
 	add pgbackrest_full "$(t as_pg pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full backup)"
 	rm -rf "$CDIR/vault" "$CDIR/data/catalog.db"* "$CDIR/data/keys"
 	"$COFFRE" apply -f "$CDIR/bench.hcl" --auto-approve >/dev/null
@@ -161,8 +164,14 @@ for k in "${!R[@]}"; do log "$k:${R[$k]}"; done
 log "day 2: ~1% of rows changed in clustered runs"
 V1=$(du -sb "$CDIR/vault" | cut -f1)
 as_pg $PGBIN/pg_dump -h "$SOCK" -p $PORT -U postgres -Fp bench >"$WORK/dump.v1.sql"
+# make_pgdump.sh's v2 changes, with a new seed every run: with its fixed
+# seed, a database that already had a day 2 (an earlier run) would get the
+# same event updates, deletes and inserts again, which change nothing, and
+# only pgbench_accounts' additive updates would differ from the day before.
+SEED=${SEED:-$(awk 'BEGIN { srand(); printf "%.6f", rand() }')}
+log "day 2 seed: $SEED"
 sed -n '/^# v2:/,/^\$DUMP > "\$OUT\/dump.v2.sql"/p' /work/shared/bench/make_pgdump.sh | sed -n '/^SELECT setseed/,/^SQL$/p' | sed '$d' |
-	sed "s/\$SCALE/$SCALE/g; s/\$EVENTS/$EVENTS/g" |
+	sed "s/\$SCALE/$SCALE/g; s/\$EVENTS/$EVENTS/g; s/^SELECT setseed([0-9.]*);/SELECT setseed($SEED);/" |
 	# A database that already had a day 2 (an earlier run) gets its appended
 	# events removed first, so that the INSERT does not collide.
 	{ echo "DELETE FROM events WHERE id > $EVENTS;"; cat; } | $PSQL -d bench
@@ -185,6 +194,7 @@ R2=$(du -sb "$WORK/restic" | cut -f1)
 	done
 	printf 'coffre_day2_adds_MB\t%.1f\n' "$(echo "($V2 - $V1) / 1000000" | bc -l)"
 	printf 'restic_day2_adds_MB\t%.1f\n' "$(echo "($R2 - $R1) / 1000000" | bc -l)"
+	printf 'day2_seed\t%s\n' "$SEED"
 	printf 'coffre_version\t%s\n' "$(cd "$HERE" && git rev-parse --short HEAD)"
 	printf 'runs\t%d\n' "$RUNS"
 } | tee "$OUT"
