@@ -43,7 +43,7 @@ func cmdInit(g *globals) *cobra.Command {
 			io.PackSize = packMiB << 20
 			if cmd.Flags().Changed("compression-level") {
 				// A level chosen by hand applies to every blob.
-				io.ZstdLevelLarge = io.ZstdLevel
+				io.ZstdLevelLarge, io.ZstdLevelStream = io.ZstdLevel, io.ZstdLevel
 			}
 			r, err := repo.Init(ctx, be, kp, io, repo.Options{Logger: g.log})
 			if err != nil {
@@ -57,7 +57,7 @@ func cmdInit(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&io.Compression, "compression", io.Compression, "zstd or none")
-	c.Flags().IntVar(&io.ZstdLevel, "compression-level", io.ZstdLevel, "zstd level on zstd's own scale, 1 (fastest) to 19 (smallest), for every blob (default: 3, and 4 for blobs of 1 MiB and more)")
+	c.Flags().IntVar(&io.ZstdLevel, "compression-level", io.ZstdLevel, "zstd level on zstd's own scale, 1 (fastest) to 19 (smallest), for every blob (default: 3, 4 for blobs of 1 MiB and more, 1 for the chunks of streams and databases)")
 	c.Flags().IntVar(&packMiB, "pack-size", io.PackSize>>20, "target size of data packs in MiB")
 	return c
 }

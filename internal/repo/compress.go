@@ -19,9 +19,10 @@ var cryptoRand = rand.Read
 // compression saves 1/32 of them or less. Frames are standard zstd whichever
 // encoder made them; one decoder (klauspost/compress) reads them all.
 type compressor struct {
-	enc      encoder
-	encLarge encoder // for blobs of LargeBlob bytes and more
-	dec      *zstd.Decoder
+	enc       encoder
+	encLarge  encoder // for blobs of LargeBlob bytes and more
+	encStream encoder // for the chunks of streams
+	dec       *zstd.Decoder
 }
 
 // LargeBlob is the plaintext size from which a blob is compressed at the
@@ -44,16 +45,20 @@ const (
 	MaxZstdLevel = 19
 )
 
-// newCompressor returns the compressor of a vault; largeLevel 0 means level.
-func newCompressor(kind string, level, largeLevel int) *compressor {
+// newCompressor returns the compressor of a vault; largeLevel and
+// streamLevel 0 mean level.
+func newCompressor(kind string, level, largeLevel, streamLevel int) *compressor {
 	c := &compressor{}
 	if kind == "zstd" {
 		level = min(max(level, MinZstdLevel), MaxZstdLevel)
 		c.enc = newEncoder(level)
-		c.encLarge = c.enc
-		if largeLevel != 0 && largeLevel != level {
-			c.encLarge = newEncoder(min(max(largeLevel, MinZstdLevel), MaxZstdLevel))
+		other := func(l int) encoder {
+			if l == 0 || l == level {
+				return c.enc
+			}
+			return newEncoder(min(max(l, MinZstdLevel), MaxZstdLevel))
 		}
+		c.encLarge, c.encStream = other(largeLevel), other(streamLevel)
 	}
 	// The options are constant and valid: this constructor cannot fail.
 	c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20), zstd.IgnoreChecksum(true))
@@ -62,11 +67,20 @@ func newCompressor(kind string, level, largeLevel int) *compressor {
 
 // compress returns the payload to store and its compression.
 func (c *compressor) compress(dst, data []byte) ([]byte, uint8) {
+	return c.compressWith(dst, data, false)
+}
+
+// compressWith is compress, for a chunk of a stream (at the stream level)
+// when stream is true.
+func (c *compressor) compressWith(dst, data []byte, stream bool) ([]byte, uint8) {
 	if c.enc == nil || len(data) < 64 || incompressible(data) {
 		return data, pack.CompNone
 	}
 	enc := c.enc
-	if len(data) >= LargeBlob {
+	switch {
+	case stream:
+		enc = c.encStream
+	case len(data) >= LargeBlob:
 		enc = c.encLarge
 	}
 	out, err := enc.encode(dst, data)

@@ -18,7 +18,7 @@ func TestCompressorLevels(t *testing.T) {
 	random := benchData(false)
 	prev := len(text)
 	for _, level := range []int{MinZstdLevel, 3, 9, MaxZstdLevel} {
-		c := newCompressor("zstd", level, 0)
+		c := newCompressor("zstd", level, 0, 0)
 		out, comp := c.compress(nil, text)
 		if comp != pack.CompZstd {
 			t.Fatalf("level %d: text stored raw", level)
@@ -70,14 +70,14 @@ func TestLargeBlobLevel(t *testing.T) {
 	if bytes.Equal(l1Large, l19Large) {
 		t.Fatal("levels 1 and 19 make the same frame: the test cannot tell levels apart")
 	}
-	c := newCompressor("zstd", 1, MaxZstdLevel)
+	c := newCompressor("zstd", 1, MaxZstdLevel, 0)
 	if out, _ := c.compress(nil, text); !bytes.Equal(out, l19Large) {
 		t.Errorf("large blob: %d bytes, not the level %d frame (%d bytes)", len(out), MaxZstdLevel, len(l19Large))
 	}
 	if out, _ := c.compress(nil, small); !bytes.Equal(out, frame(1, small)) {
 		t.Errorf("blob below LargeBlob: %d bytes, not the level 1 frame", len(out))
 	}
-	c = newCompressor("zstd", 1, 0)
+	c = newCompressor("zstd", 1, 0, 0)
 	if out, _ := c.compress(nil, text); !bytes.Equal(out, l1Large) {
 		t.Errorf("large level 0: %d bytes, not the vault level's frame (%d bytes)", len(out), len(l1Large))
 	}
@@ -93,5 +93,63 @@ func TestLargeBlobLevel(t *testing.T) {
 	o.ZstdLevelLarge = MaxZstdLevel + 1
 	if _, err := Init(context.Background(), mem.New(), TestKeyProvider(TestPassphrase), o, Options{}); err == nil {
 		t.Errorf("large level %d accepted", o.ZstdLevelLarge)
+	}
+}
+
+// TestStreamLevel checks that the chunks of streams are compressed at the
+// stream level (0: the vault's level), that new vaults record 1, that an
+// out-of-range stream level is refused, and that SaveStreamBlob stores a
+// blob that reads back and deduplicates with SaveBlob.
+func TestStreamLevel(t *testing.T) {
+	text := benchData(true)[:256<<10] // the size of a stream chunk
+	frame := func(level int) []byte {
+		out, err := newEncoder(level).encode(nil, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	l1, l19 := frame(1), frame(MaxZstdLevel)
+	if bytes.Equal(l1, l19) {
+		t.Fatal("levels 1 and 19 make the same frame: the test cannot tell levels apart")
+	}
+	c := newCompressor("zstd", MaxZstdLevel, 0, 1)
+	if out, _ := c.compressWith(nil, text, true); !bytes.Equal(out, l1) {
+		t.Errorf("stream chunk: %d bytes, not the level 1 frame (%d bytes)", len(out), len(l1))
+	}
+	if out, _ := c.compressWith(nil, text, false); !bytes.Equal(out, l19) {
+		t.Errorf("other blob: %d bytes, not the vault level's frame (%d bytes)", len(out), len(l19))
+	}
+	c = newCompressor("zstd", MaxZstdLevel, 0, 0)
+	if out, _ := c.compressWith(nil, text, true); !bytes.Equal(out, l19) {
+		t.Errorf("stream level 0: %d bytes, not the vault level's frame (%d bytes)", len(out), len(l19))
+	}
+
+	ctx := context.Background()
+	r, err := Init(ctx, mem.New(), TestKeyProvider(TestPassphrase), DefaultInitOptions, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := r.Config(); cfg.ZstdLevelStream != 1 {
+		t.Errorf("new vault: zstd_level_stream %d, want 1", cfg.ZstdLevelStream)
+	}
+	id, added, err := r.SaveStreamBlob(ctx, text)
+	if err != nil || !added {
+		t.Fatalf("save stream blob: added %v, %v", added, err)
+	}
+	if id2, added, err := r.SaveBlob(ctx, pack.DataBlob, text); err != nil || added || id2 != id {
+		t.Errorf("the same data saved again: id %s (want %s), added %v, %v", id2.Short(), id.Short(), added, err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back, err := r.LoadBlob(ctx, pack.DataBlob, id, nil)
+	if err != nil || !bytes.Equal(back, text) {
+		t.Fatalf("load the stream blob back: %v", err)
+	}
+	o := DefaultInitOptions
+	o.ZstdLevelStream = MaxZstdLevel + 1
+	if _, err := Init(ctx, mem.New(), TestKeyProvider(TestPassphrase), o, Options{}); err == nil {
+		t.Errorf("stream level %d accepted", o.ZstdLevelStream)
 	}
 }

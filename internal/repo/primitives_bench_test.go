@@ -44,7 +44,7 @@ func BenchmarkContentID(b *testing.B) {
 }
 
 func benchCompress(b *testing.B, level int, compressible bool) {
-	c := newCompressor("zstd", level, 0)
+	c := newCompressor("zstd", level, 0, 0)
 	data := benchData(compressible)
 	dst := make([]byte, 0, 2<<20)
 	b.SetBytes(int64(len(data)))
@@ -58,7 +58,7 @@ func BenchmarkCompressTextLevel3(b *testing.B)   { benchCompress(b, 3, true) }
 func BenchmarkCompressRandomLevel1(b *testing.B) { benchCompress(b, 1, false) }
 
 func BenchmarkDecompressText(b *testing.B) {
-	c := newCompressor("zstd", 1, 0)
+	c := newCompressor("zstd", 1, 0, 0)
 	data := benchData(true)
 	comp, _ := c.compress(nil, data)
 	comp = append([]byte(nil), comp...)

@@ -128,9 +128,10 @@ type Archiver struct {
 }
 
 type saveJob struct {
-	data []byte
-	out  *crypto.ID
-	done func(error)
+	data   []byte
+	out    *crypto.ID
+	done   func(error)
+	stream bool // a chunk of a stream: saved at the vault's stream level
 }
 
 type fileJob struct {
@@ -224,7 +225,11 @@ func (a *Archiver) saveWorker(ctx context.Context) {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		} else {
-			*j.out, _, err = a.r.SaveBlob(ctx, pack.DataBlob, j.data)
+			if j.stream {
+				*j.out, _, err = a.r.SaveStreamBlob(ctx, j.data)
+			} else {
+				*j.out, _, err = a.r.SaveBlob(ctx, pack.DataBlob, j.data)
+			}
 		}
 		a.mem.release(int64(cap(j.data)))
 		putChunk(j.data)

@@ -111,7 +111,7 @@ func (a *Archiver) chunkStream(wctx context.Context, rd io.Reader, name string, 
 		a.prog.BytesRead.Add(int64(len(chunk)))
 		wg.Add(1)
 		select {
-		case a.saveCh <- saveJob{data: buf, out: id, done: done}:
+		case a.saveCh <- saveJob{data: buf, out: id, done: done, stream: true}:
 		case <-wctx.Done():
 			wg.Done()
 			rerr = wctx.Err()

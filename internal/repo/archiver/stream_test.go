@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -299,5 +300,37 @@ func TestBackupStreamsReportsTheStorageErrorNotTheCancellation(t *testing.T) {
 	}
 	if n := snapshots(t, r); n != 0 {
 		t.Fatalf("%d recovery points after a storage failure", n)
+	}
+}
+
+// TestStreamChunksAtStreamLevel backs up the same stream into vaults that
+// differ only in their stream level: it decides how small a stream's
+// chunks get (level 0 is the compressor's business, tested in repo).
+func TestStreamChunksAtStreamLevel(t *testing.T) {
+	ctx := context.Background()
+	// Rows of random words and numbers: every chunk compresses, and
+	// level 19 finds much more than level 1 whatever the vault's chunk
+	// boundaries (each vault has its own chunker seed).
+	words := strings.Fields("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega")
+	rng := rand.New(rand.NewPCG(7, 8))
+	var b bytes.Buffer
+	for b.Len() < 4<<20 {
+		fmt.Fprintf(&b, "INSERT INTO t VALUES (%d, '%s %s %s', %d);\n", rng.IntN(1e6),
+			words[rng.IntN(len(words))], words[rng.IntN(len(words))], words[rng.IntN(len(words))], rng.IntN(1e9))
+	}
+	data := b.Bytes()
+	stored := func(level, streamLevel int) int64 {
+		o := repo.TestInitOptions()
+		o.ZstdLevel, o.ZstdLevelStream = level, streamLevel
+		r := repo.TestInit(t, mem.New(), o, repo.Options{})
+		if _, err := archiver.New(r, archiver.Options{}).BackupStream(ctx, onlyReader{bytes.NewReader(data)},
+			archiver.StreamNode{Name: "dump.sql"}, streamSrc, nil); err != nil {
+			t.Fatal(err)
+		}
+		return r.Stats().StoredAdded
+	}
+	fast, best := stored(3, 1), stored(3, repo.MaxZstdLevel)
+	if best >= fast-fast/20 {
+		t.Errorf("stream level %d stored %d bytes, level 1 %d: the stream level is not used", repo.MaxZstdLevel, best, fast)
 	}
 }
