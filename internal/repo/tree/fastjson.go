@@ -113,9 +113,7 @@ func (d *fastDecoder) node(n *Node) bool {
 			n.Type, ok = d.nodeType()
 		case "mode":
 			bit = kMode
-			var v uint64
-			v, ok = d.uint(32)
-			n.Mode = uint32(v)
+			ok = d.uint32(&n.Mode)
 		case "mtime":
 			bit = kMtime
 			n.ModTime, ok = d.time()
@@ -124,14 +122,10 @@ func (d *fastDecoder) node(n *Node) bool {
 			n.ChangeTime, ok = d.time()
 		case "uid":
 			bit = kUID
-			var v uint64
-			v, ok = d.uint(32)
-			n.UID = uint32(v)
+			ok = d.uint32(&n.UID)
 		case "gid":
 			bit = kGID
-			var v uint64
-			v, ok = d.uint(32)
-			n.GID = uint32(v)
+			ok = d.uint32(&n.GID)
 		case "user":
 			bit = kUser
 			n.User, ok = d.shared(&d.user)
@@ -301,6 +295,13 @@ func (d *fastDecoder) uint(bits int) (uint64, bool) {
 		return 0, false
 	}
 	return v, true
+}
+
+// uint32 reads a decimal integer that fits in 32 bits into *v.
+func (d *fastDecoder) uint32(v *uint32) bool {
+	u, ok := d.uint(32)
+	*v = uint32(u)
+	return ok
 }
 
 func (d *fastDecoder) id(id *crypto.ID) bool {
