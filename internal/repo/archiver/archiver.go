@@ -222,14 +222,13 @@ func (a *Archiver) saveWorker(ctx context.Context) {
 	defer a.workers.Done()
 	for j := range a.saveCh {
 		var err error
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = ctx.Err()
-		} else {
-			if j.stream {
-				*j.out, _, err = a.r.SaveStreamBlob(ctx, j.data)
-			} else {
-				*j.out, _, err = a.r.SaveBlob(ctx, pack.DataBlob, j.data)
-			}
+		case j.stream:
+			*j.out, _, err = a.r.SaveStreamBlob(ctx, j.data)
+		default:
+			*j.out, _, err = a.r.SaveBlob(ctx, pack.DataBlob, j.data)
 		}
 		a.mem.release(int64(cap(j.data)))
 		putChunk(j.data)
