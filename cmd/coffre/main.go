@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -68,6 +69,18 @@ func withCode(code int, err error) error {
 }
 
 func main() {
+	// COFFRE_TRACE=file writes a runtime execution trace (go tool trace):
+	// where the goroutines of one run waited, for performance work.
+	if p := os.Getenv("COFFRE_TRACE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if err := trace.Start(f); err == nil {
+				code := run(os.Args[1:], os.Stdout, os.Stderr)
+				trace.Stop()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	if p := os.Getenv("COFFRE_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)
 		if err == nil {

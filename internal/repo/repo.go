@@ -105,6 +105,8 @@ type Repository struct {
 	packBufs [2]chan []byte // free pack buffers
 	saving   chan struct{}  // semaphore of packs being saved
 	inflight sync.WaitGroup
+
+	trees *packCache // whole tree packs, for walks of recovery points
 }
 
 type pendingKey struct {
@@ -222,6 +224,7 @@ func newRepo(be blob.Storage, key *crypto.Key, cfg Config, o Options) *Repositor
 		checkpoint: o.IndexCheckpoint, pending: map[pendingKey]bool{},
 		packBufs: [2]chan []byte{make(chan []byte, 2), make(chan []byte, 1)},
 		saving:   make(chan struct{}, savesInFlight(be)),
+		trees:    newPackCache(treePackCacheMax, treePackCacheOne),
 	}
 }
 
@@ -886,7 +889,23 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		return nil, hint.With(&BlobError{Type: t, ID: id, Err: ErrBlobMissing}, "run `coffre check`; the vault is missing data this recovery point needs")
 	}
 	h := blob.Handle{Kind: packKind(t), Name: l.Pack.String()}
-	ct, err := blob.LoadRange(ctx, r.be, h, int64(l.Entry.Offset), int64(l.Entry.Length), nil)
+	var ct []byte
+	var err error
+	whole, cached := []byte(nil), false
+	if t == pack.TreeBlob {
+		whole, cached, err = r.trees.get(ctx, r.be, h, l.Pack)
+	}
+	if cached && err == nil {
+		end := int64(l.Entry.Offset) + int64(l.Entry.Length)
+		if end > int64(len(whole)) {
+			err = fmt.Errorf("blob at %d+%d is past the pack's end (%d bytes)", l.Entry.Offset, l.Entry.Length, len(whole))
+		} else {
+			// A copy: OpenBlob decrypts in place.
+			ct = append([]byte(nil), whole[l.Entry.Offset:end]...)
+		}
+	} else if err == nil {
+		ct, err = blob.LoadRange(ctx, r.be, h, int64(l.Entry.Offset), int64(l.Entry.Length), nil)
+	}
 	if err != nil {
 		return nil, hint.With(&BlobError{Type: t, ID: id, Pack: l.Pack, Err: err}, "run `coffre check` to see what is affected")
 	}

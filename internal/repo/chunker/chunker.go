@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"unsafe"
 )
 
 // Params are a chunker's size parameters; stored in the vault config.
@@ -134,7 +135,7 @@ func New(rd io.Reader, p Params, t *Table) *Chunker {
 	c := &Chunker{
 		p:     p,
 		t:     t,
-		buf:   make([]byte, p.MaxSize+block),
+		buf:   alignedBuf(p.MaxSize + block),
 		block: block,
 	}
 	c.maskS, c.maskL = p.masks()
@@ -153,6 +154,18 @@ func (c *Chunker) Reset(rd io.Reader) {
 	c.scanned, c.h = 0, 0
 	c.eof = false
 	c.err = nil
+}
+
+// readAlign is the alignment of buf and of the offset of every read into it
+// (but after the reader's short reads): the page size, which direct I/O
+// needs.
+const readAlign = 4096
+
+// alignedBuf returns n bytes starting on a readAlign boundary.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+readAlign)
+	off := -int(uintptr(unsafe.Pointer(&b[0]))) & (readAlign - 1)
+	return b[off : off+n : off+n]
 }
 
 // errInvalidRead reports a reader returning an impossible count.
@@ -212,8 +225,13 @@ func (c *Chunker) emit(n int, buf []byte) []byte {
 // of the buffer if the free space at the end is small. It sets c.eof or c.err.
 func (c *Chunker) fill() {
 	if c.pos > 0 && len(c.buf)-c.end < c.block {
-		c.end = copy(c.buf, c.buf[c.pos:c.end])
-		c.pos = 0
+		// The pending data moves to the front, shifted so that it ends
+		// on a readAlign boundary: reads then start aligned, which lets a
+		// reader doing direct I/O read straight into buf.
+		rem := c.end - c.pos
+		pad := -rem & (readAlign - 1)
+		copy(c.buf[pad:], c.buf[c.pos:c.end])
+		c.pos, c.end = pad, pad+rem
 	}
 	for empty := 0; ; empty++ {
 		n, err := c.rd.Read(c.buf[c.end:])

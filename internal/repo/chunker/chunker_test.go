@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"unsafe"
 )
 
 // smallParams keep chunks small so that tests see many boundaries quickly.
@@ -493,5 +494,42 @@ func BenchmarkNaiveDefault(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		naiveLengths(data, DefaultParams, testTable)
+	}
+}
+
+// blockReader reads like a file opened for direct I/O: whole 4 KiB blocks
+// (short only at the end), and it counts the reads, before that end, whose
+// buffer does not start on a block boundary.
+type blockReader struct {
+	r         *bytes.Reader
+	short     bool // a read was short: the end of the data
+	unaligned int
+}
+
+func (b *blockReader) Read(p []byte) (int, error) {
+	if !b.short && uintptr(unsafe.Pointer(unsafe.SliceData(p)))%readAlign != 0 {
+		b.unaligned++
+	}
+	n, err := b.r.Read(p[:len(p)/readAlign*readAlign])
+	if n%readAlign != 0 {
+		b.short = true
+	}
+	return n, err
+}
+
+// Every read starts on a block boundary when the reader's reads are whole
+// blocks, as direct I/O into the buffer needs, and the chunks are the same.
+func TestReadsStayAligned(t *testing.T) {
+	for _, p := range []Params{DefaultParams, StreamParams} {
+		data := randBytes(40<<20+1234, 11)
+		want := chunks(t, bytes.NewReader(data), p, testTable)
+		br := &blockReader{r: bytes.NewReader(data)}
+		got := chunks(t, br, p, testTable)
+		if !slices.EqualFunc(got, want, bytes.Equal) {
+			t.Errorf("avg %d: block reads give different chunks", p.AvgSize)
+		}
+		if br.unaligned != 0 {
+			t.Errorf("avg %d: %d reads into a buffer not on a %d-byte boundary", p.AvgSize, br.unaligned, readAlign)
+		}
 	}
 }

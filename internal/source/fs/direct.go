@@ -26,6 +26,9 @@ const (
 	directAlign = 4096
 	// directBuffers bounds the buffers kept for reuse.
 	directBuffers = 16
+	// directZeroCopyMax bounds one direct read into a caller's aligned
+	// buffer.
+	directZeroCopyMax = 1 << 20
 )
 
 // DirectMin is the smallest file read with direct I/O; smaller ones go
@@ -76,7 +79,15 @@ func (f *file) readDirect(p []byte) (int, error) {
 		if d.eof {
 			return 0, io.EOF
 		}
-		n, err := pread(f.File, d.buf, d.off)
+		// A caller's buffer that starts aligned takes the read itself
+		// (the chunker keeps its buffer so): no copy, and none of the
+		// page faults of a second buffer.
+		buf := d.buf
+		zero := len(p) >= directAlign && uintptr(unsafe.Pointer(&p[0]))&(directAlign-1) == 0
+		if zero {
+			buf = p[:min(len(p), directZeroCopyMax)&^(directAlign-1)]
+		}
+		n, err := pread(f.File, buf, d.off)
 		if err != nil {
 			if errors.Is(err, syscall.EINVAL) {
 				if err := f.leaveDirect(); err != nil {
@@ -86,7 +97,7 @@ func (f *file) readDirect(p []byte) (int, error) {
 			}
 			return 0, err
 		}
-		if n < len(d.buf) {
+		if n < len(buf) {
 			// End of file (direct reads are short only there). A file
 			// that grows meanwhile is caught by Close's stat.
 			d.eof = true
@@ -95,6 +106,9 @@ func (f *file) readDirect(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		d.off += int64(n)
+		if zero {
+			return n, nil
+		}
 		d.r, d.w = 0, n
 	}
 	n := copy(p, d.buf[d.r:d.w])

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -66,7 +67,7 @@ func openDirect(t *testing.T, dir string, data []byte) *file {
 func readOdd(t *testing.T, r io.Reader) []byte {
 	t.Helper()
 	var out []byte
-	buf := make([]byte, 7777)
+	buf := make([]byte, 7778)[1:] // never aligned: reads go through the direct buffer
 	for {
 		n, err := r.Read(buf)
 		out = append(out, buf[:n]...)
@@ -105,6 +106,59 @@ func TestDirectReads(t *testing.T) {
 	}
 	if len(directFree) == 0 {
 		t.Error("no direct-read buffer back in the free list after Close")
+	}
+}
+
+// alignedBytes returns n bytes starting on a directAlign boundary.
+func alignedBytes(n int) []byte {
+	b := make([]byte, n+directAlign)
+	off := -int(uintptr(unsafe.Pointer(&b[0]))) & (directAlign - 1)
+	return b[off : off+n]
+}
+
+// A read into a buffer that starts aligned is made straight into it, and
+// reads into aligned and unaligned buffers, big and small, mix freely.
+func TestDirectReadsIntoAlignedBuffers(t *testing.T) {
+	dir := t.TempDir()
+	size := 3*directZeroCopyMax + 5*directBlock + 1234
+	data := testutil.RandomBytes(7, size)
+	f := openDirect(t, dir, data)
+	defer f.Close()
+
+	big := alignedBytes(directZeroCopyMax + 3*directAlign)
+	n, err := f.Read(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != directZeroCopyMax || f.direct.w != 0 {
+		t.Fatalf("read into an aligned buffer: got %d bytes, %d buffered; want %d straight into it", n, f.direct.w, directZeroCopyMax)
+	}
+	if !bytes.Equal(big[:n], data[:n]) {
+		t.Fatal("zero-copy read differs from the file")
+	}
+	got := append([]byte(nil), big[:n]...)
+	bufs := [][]byte{
+		alignedBytes(3 * directAlign),         // zero-copy, one block at a time
+		make([]byte, 5001)[1:],                // unaligned: through the direct buffer
+		alignedBytes(directAlign - 1),         // aligned but smaller than a block
+		alignedBytes(directZeroCopyMax + 100), // zero-copy, capped
+	}
+	for i := 0; ; i++ {
+		b := bufs[i%len(bufs)]
+		n, err := f.Read(b)
+		got = append(got, b[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > size {
+			t.Fatal("no EOF")
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes that differ from the %d of the file", len(got), len(data))
 	}
 }
 
