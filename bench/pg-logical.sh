@@ -108,8 +108,24 @@ export COFFRE_DATA_DIR=$CDIR/data
 RES=arn:coffre:postgres:::resource/bench
 
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-# t CMD...: runs CMD with a cold cache, prints its wall seconds.
+# settle: the server quiet before a timed step, so that no step pays for the
+# one before it: a checkpoint writes the dirty buffers the last load left
+# (up to shared_buffers), and the archiver catches up with the WAL it made
+# (archive_mode is on: pgbackrest archive-push runs once per segment, and a
+# restore makes a hundred or more). Both used to run during the next step.
+settle() {
+	$PSQL -c "CHECKPOINT" >/dev/null
+	local i
+	for i in $(seq 600); do
+		[ "$($PSQL -At -c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ] && return 0
+		sleep 1
+	done
+	log "WARNING: the archiver did not catch up in 600 s"
+}
+# t CMD...: runs CMD on a settled server with a cold cache, prints its wall
+# seconds.
 t() {
+	settle
 	cold
 	local s e
 	s=$(date +%s.%N)

@@ -3,10 +3,13 @@ package repo
 import (
 	"bytes"
 	"context"
+	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/coffre/coffre/internal/repo/blob/mem"
 	"github.com/coffre/coffre/internal/repo/pack"
+	"github.com/coffre/coffre/internal/testutil"
 )
 
 // TestCompressorLevels checks, for the encoder of this build (cgo or pure
@@ -151,5 +154,66 @@ func TestStreamLevel(t *testing.T) {
 	o.ZstdLevelStream = MaxZstdLevel + 1
 	if _, err := Init(ctx, mem.New(), TestKeyProvider(TestPassphrase), o, Options{}); err == nil {
 		t.Errorf("stream level %d accepted", o.ZstdLevelStream)
+	}
+}
+
+// refEntropy is the byte entropy computed the plain way.
+func refEntropy(b []byte) float64 {
+	var hist [256]int
+	for _, c := range b {
+		hist[c]++
+	}
+	n, h := float64(len(b)), 0.0
+	for _, c := range hist {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// The word-at-a-time histogram and the table of c·log2(c) give the entropy
+// of the plain computation, on samples of every kind and length.
+func TestEntropyMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	skewed := make([]byte, 70<<10)
+	for i := range skewed {
+		skewed[i] = byte(rng.ExpFloat64() * 20)
+	}
+	inputs := map[string][]byte{
+		"random": testutil.RandomBytes(5, 70<<10),
+		"text":   testutil.Text(70 << 10),
+		"zeros":  make([]byte, 70<<10),
+		"skewed": skewed,
+	}
+	for name, data := range inputs {
+		for _, n := range []int{0, 1, 7, 8, 9, 100, 4 << 10, 8 << 10, 8<<10 + 1, 64 << 10, 70 << 10} {
+			b := data[:n]
+			if got, want := entropy(b), refEntropy(b); math.Abs(got-want) > 1e-9 {
+				t.Errorf("%s, %d bytes: entropy %.12f, want %.12f", name, n, got, want)
+			}
+		}
+		for _, n := range []int{16 << 10, 32 << 10, 70 << 10} {
+			b := data[:n]
+			mid := n / 2
+			sample := append(append([]byte(nil), b[:4<<10]...), b[mid:mid+4<<10]...)
+			if got, want := incompressible(b), refEntropy(sample) > 7.9; got != want {
+				t.Errorf("%s, %d bytes: incompressible %v, want %v", name, n, got, want)
+			}
+		}
+	}
+	if !incompressible(inputs["random"]) || incompressible(inputs["text"]) || incompressible(inputs["skewed"]) {
+		t.Error("random data not seen as incompressible, or text or skewed bytes seen as such")
+	}
+}
+
+func BenchmarkIncompressible(b *testing.B) {
+	data := testutil.Text(32 << 10)
+	b.SetBytes(8 << 10) // the bytes sampled
+	for i := 0; i < b.N; i++ {
+		if incompressible(data) {
+			b.Fatal("text seen as incompressible")
+		}
 	}
 }

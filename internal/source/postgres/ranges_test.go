@@ -57,61 +57,87 @@ func keyRow(key int64, keyLen int, rest ...[]byte) [][]byte {
 	return append([][]byte{k}, rest...)
 }
 
-// TestRangeRouter routes a stream fed in random pieces and checks that each
-// range's output is a complete binary COPY stream of exactly its rows, in
-// input order.
+// TestRangeRouter routes a stream fed in random pieces (rows cut across
+// writes), a row per write (as pgx hands over PostgreSQL's messages) and all
+// at once, and checks that each range's output is a complete binary COPY
+// stream of exactly its rows, in input order.
 func TestRangeRouter(t *testing.T) {
-	for _, keyLen := range []int{2, 4, 8} {
-		const shift, first, ranges = 4, -3, 6 // keys -48..47
-		rng := rand.New(rand.NewPCG(uint64(keyLen), 7))
-		var rows [][][]byte
-		want := make([][][][]byte, ranges)
-		for i := range 400 {
-			key := int64(rng.IntN(96) - 48)
-			var rest [][]byte
-			switch i % 4 {
-			case 0:
-				rest = [][]byte{nil, []byte("x")}
-			case 1:
-				rest = [][]byte{bytes.Repeat([]byte{0xff, 0xff, '\n'}, rng.IntN(3000))}
-			case 2:
-				rest = [][]byte{{}, nil, []byte("\xff\xff")}
-			}
-			row := keyRow(key, keyLen, rest...)
-			rows = append(rows, row)
-			want[(key>>shift)-first] = append(want[(key>>shift)-first], row)
+	for _, mode := range []string{"pieces", "rows", "whole"} {
+		for _, keyLen := range []int{2, 4, 8} {
+			testRangeRouter(t, mode, keyLen)
 		}
-		in := binStream("hdr-ext", rows...)
-		var bufs [ranges]bytes.Buffer
-		outs := make([]*bufio.Writer, ranges)
-		for i := range outs {
-			outs[i] = bufio.NewWriterSize(&bufs[i], 64)
-			outs[i].Write(binaryHeader)
+	}
+}
+
+func testRangeRouter(t *testing.T, mode string, keyLen int) {
+	const shift, first, ranges = 4, -3, 6 // keys -48..47
+	rng := rand.New(rand.NewPCG(uint64(keyLen), 7))
+	var rows [][][]byte
+	want := make([][][][]byte, ranges)
+	for i := range 400 {
+		key := int64(rng.IntN(96) - 48)
+		var rest [][]byte
+		switch i % 4 {
+		case 0:
+			rest = [][]byte{nil, []byte("x")}
+		case 1:
+			rest = [][]byte{bytes.Repeat([]byte{0xff, 0xff, '\n'}, rng.IntN(3000))}
+		case 2:
+			rest = [][]byte{{}, nil, []byte("\xff\xff")}
 		}
-		rt := newRangeRouter(outs, first, shift, keyLen)
+		row := keyRow(key, keyLen, rest...)
+		rows = append(rows, row)
+		want[(key>>shift)-first] = append(want[(key>>shift)-first], row)
+	}
+	in := binStream("hdr-ext", rows...)
+	var bufs [ranges]bytes.Buffer
+	outs := make([]*bufio.Writer, ranges)
+	for i := range outs {
+		outs[i] = bufio.NewWriterSize(&bufs[i], 64)
+		outs[i].Write(binaryHeader)
+	}
+	rt := newRangeRouter(outs, first, shift, keyLen)
+	var writes [][]byte
+	switch mode {
+	case "pieces":
 		for p := in; len(p) > 0; {
 			k := min(len(p), 1+rng.IntN(40))
-			if _, err := rt.Write(p[:k]); err != nil {
-				t.Fatalf("key of %d bytes: write: %v", keyLen, err)
-			}
-			p = p[k:]
+			writes, p = append(writes, p[:k]), p[k:]
 		}
-		if err := rt.end(); err != nil {
-			t.Fatalf("key of %d bytes: end: %v", keyLen, err)
+	case "rows":
+		hdr := len(binStream("hdr-ext")) - len(binaryTrailer)
+		writes = append(writes, in[:hdr])
+		for _, row := range rows {
+			b := binStream("", row)
+			writes = append(writes, b[len(binaryHeader):len(b)-len(binaryTrailer)])
 		}
-		for i := range outs {
-			outs[i].Write(binaryTrailer)
-			outs[i].Flush()
-			if exp := binStream("", want[i]...); !bytes.Equal(bufs[i].Bytes(), exp) {
-				t.Fatalf("key of %d bytes, range %d: %d bytes, want the %d of its %d rows", keyLen, i, bufs[i].Len(), len(exp), len(want[i]))
-			}
-			if rt.rows[i] != int64(len(want[i])) {
-				t.Errorf("key of %d bytes, range %d: counted %d rows, want %d", keyLen, i, rt.rows[i], len(want[i]))
-			}
-			if int(rt.bytes[i])+len(binaryHeader)+len(binaryTrailer) != bufs[i].Len() {
-				t.Errorf("key of %d bytes, range %d: counted %d bytes, wrote %d", keyLen, i, rt.bytes[i], bufs[i].Len())
-			}
+		writes = append(writes, binaryTrailer)
+	case "whole":
+		writes = [][]byte{in}
+	}
+	for _, p := range writes {
+		if _, err := rt.Write(p); err != nil {
+			t.Fatalf("%s, key of %d bytes: write: %v", mode, keyLen, err)
 		}
+	}
+	if err := rt.end(); err != nil {
+		t.Fatalf("%s, key of %d bytes: end: %v", mode, keyLen, err)
+	}
+	for i := range outs {
+		outs[i].Write(binaryTrailer)
+		outs[i].Flush()
+		if exp := binStream("", want[i]...); !bytes.Equal(bufs[i].Bytes(), exp) {
+			t.Fatalf("%s, key of %d bytes, range %d: %d bytes, want the %d of its %d rows", mode, keyLen, i, bufs[i].Len(), len(exp), len(want[i]))
+		}
+		if rt.rows[i] != int64(len(want[i])) {
+			t.Errorf("%s, key of %d bytes, range %d: counted %d rows, want %d", mode, keyLen, i, rt.rows[i], len(want[i]))
+		}
+		if int(rt.bytes[i])+len(binaryHeader)+len(binaryTrailer) != bufs[i].Len() {
+			t.Errorf("%s, key of %d bytes, range %d: counted %d bytes, wrote %d", mode, keyLen, i, rt.bytes[i], bufs[i].Len())
+		}
+	}
+	if mode != "pieces" && rt.fast != int64(len(rows)) {
+		t.Errorf("%s, key of %d bytes: %d of %d rows routed whole", mode, keyLen, rt.fast, len(rows))
 	}
 }
 
