@@ -279,7 +279,8 @@ type AuditFilter struct {
 //     sorted by key. Invalid objects are refused with ErrInvalid.
 //   - CreateJob stores a job in state CREATED (the default) or PENDING; it
 //     generates the ID when empty, sets CreatedAt from the clock when zero and
-//     returns ErrConflict for an existing ID. ListJobs filters by states,
+//     returns ErrConflict for an existing ID. It returns the job as stored by
+//     this call, even if another process has changed it since. ListJobs filters by states,
 //     kind, resource and vault, ordered by CreatedAt then ID.
 //   - TransitionJob(id, from, to, update) is atomic and optimistic: it
 //     returns ErrInvalidTransition when Transitions does not allow from→to,

@@ -60,17 +60,29 @@ func (s *Store) CreateJob(ctx context.Context, j catalog.Job) (catalog.Job, erro
 	if j.CreatedAt.IsZero() {
 		j.CreatedAt = s.clock.Now()
 	}
-	_, err := s.exec(ctx, `INSERT INTO jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		j.ID, string(j.Kind), string(j.State), j.Resource, j.Vault, j.Plan, j.Rule, tv(j.CreatedAt), tv(j.StartBy),
-		tv(j.CompleteBy), tv(j.StartedAt), tv(j.FinishedAt), j.Attempt, j.Owner, tv(j.HeartbeatAt),
-		j.RecoveryPoint, j.Message, j.BytesProcessed, paramsJS(j.Params), tv(j.NotBefore))
+	// The job is read back in the inserting transaction: once committed,
+	// another server may move it at once, and the caller (the scheduler,
+	// auditing job.CREATED) must get the job as created, not as it is by
+	// then.
+	var out catalog.Job
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			j.ID, string(j.Kind), string(j.State), j.Resource, j.Vault, j.Plan, j.Rule, tv(j.CreatedAt), tv(j.StartBy),
+			tv(j.CompleteBy), tv(j.StartedAt), tv(j.FinishedAt), j.Attempt, j.Owner, tv(j.HeartbeatAt),
+			j.RecoveryPoint, j.Message, j.BytesProcessed, paramsJS(j.Params), tv(j.NotBefore)); err != nil {
+			return err
+		}
+		var err error
+		out, err = scanJob(tx.QueryRowContext(ctx, s.q(`SELECT `+jobCols+` FROM jobs WHERE id = ?`), j.ID))
+		return err
+	})
 	if err != nil && s.d.IsUnique(err) {
 		return j, fmt.Errorf("catalog: create job %s: id exists: %w", j.ID, catalog.ErrConflict)
 	}
 	if err != nil {
 		return j, wrap("create job", err)
 	}
-	return s.GetJob(ctx, j.ID)
+	return out, nil
 }
 
 // GetJob implements catalog.Catalog.
