@@ -889,23 +889,7 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		return nil, hint.With(&BlobError{Type: t, ID: id, Err: ErrBlobMissing}, "run `coffre check`; the vault is missing data this recovery point needs")
 	}
 	h := blob.Handle{Kind: packKind(t), Name: l.Pack.String()}
-	var ct []byte
-	var err error
-	whole, cached := []byte(nil), false
-	if t == pack.TreeBlob {
-		whole, cached, err = r.trees.get(ctx, r.be, h, l.Pack)
-	}
-	if cached && err == nil {
-		end := int64(l.Entry.Offset) + int64(l.Entry.Length)
-		if end > int64(len(whole)) {
-			err = fmt.Errorf("blob at %d+%d is past the pack's end (%d bytes)", l.Entry.Offset, l.Entry.Length, len(whole))
-		} else {
-			// A copy: OpenBlob decrypts in place.
-			ct = append([]byte(nil), whole[l.Entry.Offset:end]...)
-		}
-	} else if err == nil {
-		ct, err = blob.LoadRange(ctx, r.be, h, int64(l.Entry.Offset), int64(l.Entry.Length), nil)
-	}
+	ct, err := r.readSealed(ctx, t, h, l)
 	if err != nil {
 		return nil, hint.With(&BlobError{Type: t, ID: id, Pack: l.Pack, Err: err}, "run `coffre check` to see what is affected")
 	}
@@ -914,6 +898,25 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		return nil, hint.With(err, "run `coffre check` to see what is affected")
 	}
 	return out, nil
+}
+
+// readSealed reads the sealed bytes of blob l from pack h: sliced from the
+// pack read whole for a tree blob (see packcache.go), else a ranged read.
+func (r *Repository) readSealed(ctx context.Context, t pack.BlobType, h blob.Handle, l index.Location) ([]byte, error) {
+	off, n := int64(l.Entry.Offset), int64(l.Entry.Length)
+	if t == pack.TreeBlob {
+		whole, ok, err := r.trees.get(ctx, r.be, h, l.Pack)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if off+n > int64(len(whole)) {
+				return nil, fmt.Errorf("blob at %d+%d is past the pack's end (%d bytes)", off, n, len(whole))
+			}
+			return append([]byte(nil), whole[off:off+n]...), nil // a copy: OpenBlob decrypts in place
+		}
+	}
+	return blob.LoadRange(ctx, r.be, h, off, n, nil)
 }
 
 // OpenBlob decrypts, decompresses and verifies a sealed blob read from its pack.

@@ -321,21 +321,8 @@ func TestCorruptPackByte(t *testing.T) {
 	be, _, id := localVault(t)
 	r := repo.TestOpen(t, be, repo.Options{})
 	p, off, length, packID := packPath(t, be, r, id)
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	pos := off + length/2
-	if _, err := f.ReadAt(b, pos); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x01
-	if _, err := f.WriteAt(b, pos); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	_, err = r.LoadBlob(context.Background(), pack.DataBlob, id, nil)
+	flipByteAt(t, p, off+length/2)
+	_, err := r.LoadBlob(context.Background(), pack.DataBlob, id, nil)
 	checkBlobError(t, err, id, packID)
 	if !errors.Is(err, crypto.ErrAuth) {
 		t.Errorf("error %v does not wrap crypto.ErrAuth", err)
@@ -367,17 +354,32 @@ func TestMissingPack(t *testing.T) {
 	}
 }
 
-// flipFileByte flips the middle byte of a file.
-func flipFileByte(t *testing.T, p string) {
+// flipByteAt flips one bit of the byte at pos of a file.
+func flipByteAt(t *testing.T, p string, pos int64) {
 	t.Helper()
-	b, err := os.ReadFile(p)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)/2] ^= 0x80
-	if err := os.WriteFile(p, b, 0o600); err != nil {
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, pos); err != nil {
 		t.Fatal(err)
 	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, pos); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipFileByte flips the middle byte of a file.
+func flipFileByte(t *testing.T, p string) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByteAt(t, p, fi.Size()/2)
 }
 
 func TestCorruptIndexFile(t *testing.T) {
