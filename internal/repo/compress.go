@@ -137,10 +137,10 @@ func entropy(b []byte) float64 {
 	return histEntropy(&hist, len(b))
 }
 
-// addHist counts the bytes of the slices bs into hist. Four partial histograms, fed a
-// word at a time, keep consecutive increments of the same counter from
-// waiting on each other: about three times the speed of one loop over the
-// bytes (this runs on a sample of every blob saved).
+// addHist counts the bytes of the slices bs into hist. Four partial
+// histograms, fed a word at a time, keep consecutive increments of the same
+// counter from waiting on each other (this runs on a sample of every blob
+// saved; with the table below, incompressible takes 3.4 µs instead of 4.3).
 func addHist(hist *[256]uint32, bs ...[]byte) {
 	var h [4][256]uint32
 	for _, b := range bs {
