@@ -921,11 +921,16 @@ func (r *Repository) readSealed(ctx context.Context, t pack.BlobType, h blob.Han
 
 // OpenBlob decrypts, decompresses and verifies a sealed blob read from its pack.
 func (r *Repository) OpenBlob(l index.Location, ct, buf []byte) ([]byte, error) {
-	e := l.Entry
 	s, err := r.key.OpenSealer("pack", l.Salt[:])
 	if err != nil {
 		return nil, err
 	}
+	return r.openBlob(s, l, ct, buf)
+}
+
+// openBlob is OpenBlob with the sealer of l's pack already derived.
+func (r *Repository) openBlob(s *crypto.Sealer, l index.Location, ct, buf []byte) ([]byte, error) {
+	e := l.Entry
 	plain, err := s.Open(ct[:0], uint64(e.Offset), ct, pack.AD(e.Type, e.ID))
 	if err != nil {
 		return nil, &BlobError{Type: e.Type, ID: e.ID, Pack: l.Pack, Err: err}

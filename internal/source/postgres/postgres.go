@@ -198,7 +198,9 @@ type Adapter struct {
 	// (default 2). Restores use RestoreOptions.Parallel.
 	Parallel int
 	// BinDir is where pg_dump, pg_restore, pg_dumpall and psql live
-	// (default: the PATH, then the newest /usr/lib/postgresql/*/bin).
+	// (default: the PATH, then the newest /usr/lib/postgresql/*/bin; the
+	// latter first when the PATH has Debian's pg_wrapper, whose own pick is
+	// the newest version).
 	BinDir string
 }
 
@@ -436,19 +438,42 @@ func (a Adapter) tool(name string) (string, error) {
 		}
 		return p, nil
 	}
-	if p, err := exec.LookPath(name); err == nil {
+	p, err := exec.LookPath(name)
+	if err == nil && !isPgWrapper(p) {
 		return p, nil
 	}
+	// Debian's /usr/bin/pg_* run a Perl script, pg_wrapper, that picks a
+	// version and execs it: 60-120 ms per call, and a restore makes one
+	// call per table with indexes. Its pick, when no cluster is named, is
+	// the newest version installed: take it directly.
+	if d := newestDebianBin(name); d != "" {
+		return d, nil
+	}
+	if err == nil {
+		return p, nil
+	}
+	return "", hint.With(fmt.Errorf("%s not found in PATH nor in /usr/lib/postgresql/*/bin", name),
+		"install the PostgreSQL client programs (a version at least the server's) or set BinDir")
+}
+
+// isPgWrapper says whether p is Debian's pg_wrapper script.
+func isPgWrapper(p string) bool {
+	r, err := filepath.EvalSymlinks(p)
+	return err == nil && filepath.Base(r) == "pg_wrapper"
+}
+
+// newestDebianBin returns the program name of the newest PostgreSQL under
+// /usr/lib/postgresql/*/bin, or "".
+func newestDebianBin(name string) string {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	sort.Slice(dirs, func(i, j int) bool { return majorOf(dirs[i]) > majorOf(dirs[j]) })
 	for _, d := range dirs {
 		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
 		}
 	}
-	return "", hint.With(fmt.Errorf("%s not found in PATH nor in /usr/lib/postgresql/*/bin", name),
-		"install the PostgreSQL client programs (a version at least the server's) or set BinDir")
+	return ""
 }
 
 func majorOf(dir string) int {

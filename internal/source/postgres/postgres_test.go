@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,4 +387,26 @@ func points(t *testing.T, r *repo.Repository) int {
 		t.Fatal(err)
 	}
 	return len(ids)
+}
+
+// The client programs are run directly, not through Debian's pg_wrapper
+// (a Perl script costing 60-120 ms per call), whenever a version's own
+// binary is installed.
+func TestToolSkipsPgWrapper(t *testing.T) {
+	for _, name := range []string{"pg_dump", "pg_restore", "psql"} {
+		p, err := (Adapter{}).tool(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+			t.Fatalf("%s: %s is not an executable: %v", name, p, err)
+		}
+		direct := newestDebianBin(name)
+		if isPgWrapper(p) && direct != "" {
+			t.Errorf("%s: %s runs pg_wrapper, though %s is installed", name, p, direct)
+		}
+		if lp, err := exec.LookPath(name); err == nil && !isPgWrapper(lp) && p != lp {
+			t.Errorf("%s: %s chosen over %s, the first in PATH", name, p, lp)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/coffre/coffre/internal/hint"
+	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/pack"
 	"github.com/coffre/coffre/internal/repo/tree"
@@ -56,22 +57,50 @@ type BlobLoader interface {
 	LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error)
 }
 
+// seqLoader is a BlobLoader that also reads a sequence of blobs with few
+// storage reads (*repo.Repository): a stream's chunks are small, and one
+// storage read each would cost more than the rest of their restore.
+type seqLoader interface {
+	NewBlobReader(ctx context.Context, t pack.BlobType, ids []crypto.ID) *repo.BlobReader
+}
+
+// chunks returns the next chunk of file node n on each call, verified.
+func chunks(ctx context.Context, r BlobLoader, n *tree.Node) func() ([]byte, error) {
+	if sl, ok := r.(seqLoader); ok {
+		return sl.NewBlobReader(ctx, pack.DataBlob, n.Content).Next
+	}
+	var buf []byte
+	i := 0
+	return func() ([]byte, error) {
+		if i == len(n.Content) {
+			return nil, io.EOF
+		}
+		var err error
+		if buf, err = r.LoadBlob(ctx, pack.DataBlob, n.Content[i], buf); err != nil {
+			return nil, err
+		}
+		i++
+		return buf, nil
+	}
+}
+
 // WriteTo writes the content of file node n to w, verifying every chunk, and
 // returns the number of bytes written.
 func WriteTo(ctx context.Context, r BlobLoader, n *tree.Node, w io.Writer) (int64, error) {
 	if n.Type != tree.TypeFile {
 		return 0, fmt.Errorf("%s is a %s, not a file", n.Name, n.Type)
 	}
-	var (
-		buf   []byte
-		total int64
-		err   error
-	)
-	for i, id := range n.Content {
-		if buf, err = r.LoadBlob(ctx, pack.DataBlob, id, buf); err != nil {
+	next := chunks(ctx, r, n)
+	var total int64
+	for i := 0; ; i++ {
+		b, err := next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			return total, fmt.Errorf("read %s chunk %d: %w", n.Name, i, err)
 		}
-		m, err := w.Write(buf)
+		m, err := w.Write(b)
 		total += int64(m)
 		if err != nil {
 			return total, fmt.Errorf("write %s: %w", n.Name, err)
@@ -117,8 +146,8 @@ type nodeReader struct {
 	ctx  context.Context
 	r    BlobLoader
 	n    *tree.Node
+	next func() ([]byte, error)
 	i    int
-	buf  []byte
 	rest []byte
 	read uint64
 }
@@ -128,18 +157,21 @@ func (nr *nodeReader) Read(p []byte) (int, error) {
 		if nr.n.Type != tree.TypeFile {
 			return 0, fmt.Errorf("%s is a %s, not a file", nr.n.Name, nr.n.Type)
 		}
-		if nr.i == len(nr.n.Content) {
+		if nr.next == nil {
+			nr.next = chunks(nr.ctx, nr.r, nr.n)
+		}
+		b, err := nr.next()
+		if err == io.EOF {
 			if nr.read != nr.n.Size {
 				return 0, fmt.Errorf("%s: read %d bytes, recovery point says %d (damaged recovery point; run `coffre check`)", nr.n.Name, nr.read, nr.n.Size)
 			}
 			return 0, io.EOF
 		}
-		var err error
-		if nr.buf, err = nr.r.LoadBlob(nr.ctx, pack.DataBlob, nr.n.Content[nr.i], nr.buf); err != nil {
+		if err != nil {
 			return 0, fmt.Errorf("read %s chunk %d: %w", nr.n.Name, nr.i, err)
 		}
 		nr.i++
-		nr.rest = nr.buf
+		nr.rest = b
 	}
 	k := copy(p, nr.rest)
 	nr.rest = nr.rest[k:]
