@@ -57,6 +57,24 @@ func (r *Repository) NewBlobReader(ctx context.Context, t pack.BlobType, ids []c
 	return &BlobReader{r: r, ctx: ctx, t: t, ids: ids}
 }
 
+// Reset makes br read the blobs ids from the first, keeping its buffers.
+func (br *BlobReader) Reset(ids []crypto.ID) {
+	br.ids, br.next = ids, 0
+	br.group, br.gi, br.sealed = br.group[:0], 0, nil
+}
+
+// Skip passes over the next blob without reading or verifying it (a
+// restore that knows a chunk to be all zeros leaves a hole instead).
+func (br *BlobReader) Skip() {
+	if br.next == len(br.ids) {
+		return
+	}
+	if br.gi < len(br.group) {
+		br.gi++
+	}
+	br.next++
+}
+
 // Next returns the plaintext of the next blob, valid until the next call,
 // or io.EOF after the last one.
 func (br *BlobReader) Next() ([]byte, error) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/coffre/coffre/internal/repo"
@@ -203,5 +204,53 @@ func TestBlobReaderFaults(t *testing.T) {
 	cancel()
 	if _, err := readAll(cctx, r3, seq); !errors.Is(err, context.Canceled) {
 		t.Errorf("read with a cancelled context: %v", err)
+	}
+}
+
+// Skip passes over one blob, inside a read or between reads, and Reset
+// starts over on another sequence with the same reader.
+func TestBlobReaderSkipAndReset(t *testing.T) {
+	ctx := context.Background()
+	r := repo.TestInit(t, mustLocal(t), repo.TestInitOptions(), repo.Options{})
+	ids, _ := saveStreams(t, r, 40)
+	seq := ids[0]
+	chunk := func(id crypto.ID) []byte {
+		b, err := r.LoadBlob(ctx, pack.DataBlob, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// Skip every third blob, the first one included.
+	br := r.NewBlobReader(ctx, pack.DataBlob, seq)
+	for pass := range 2 {
+		for i, id := range seq {
+			if i%3 == 0 {
+				br.Skip()
+				continue
+			}
+			got, err := br.Next()
+			if err != nil {
+				t.Fatalf("pass %d, blob %d: %v", pass, i, err)
+			}
+			if !bytes.Equal(got, chunk(id)) {
+				t.Fatalf("pass %d, blob %d: not the blob's bytes after skipping", pass, i)
+			}
+		}
+		br.Skip() // past the end: nothing
+		if _, err := br.Next(); err != io.EOF {
+			t.Fatalf("pass %d: Next after the last blob: %v, want io.EOF", pass, err)
+		}
+		br.Reset(seq)
+	}
+	// Reset onto the other stream, reversed (no two neighbours in order).
+	rev := slices.Clone(ids[1])
+	slices.Reverse(rev)
+	br.Reset(rev)
+	for i, id := range rev {
+		got, err := br.Next()
+		if err != nil || !bytes.Equal(got, chunk(id)) {
+			t.Fatalf("reversed blob %d: %v", i, err)
+		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/repo/tree"
 	"github.com/coffre/coffre/internal/source/fs"
@@ -636,5 +637,65 @@ func TestRestoreIntoNonEmptyTarget(t *testing.T) {
 	// Existing files are never replaced, even with Overwrite.
 	if _, err := fs.Restore(context.Background(), r, m, fs.RestoreOptions{Target: dst, Overwrite: true}); err == nil {
 		t.Error("restore with Overwrite replaced existing files silently")
+	}
+}
+
+// A file whose chunks of zeros repeat between chunks of data restores
+// byte for byte, with the zero chunks after the first left as holes, and
+// with every data chunk read: the chunk reader passes over the zero
+// chunks it is told to skip without losing its place.
+func TestRestoreSkipsRepeatedZeroChunks(t *testing.T) {
+	src := t.TempDir()
+	var want []byte
+	data := func(n int, seed byte) {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7+int(seed)) ^ byte(i>>9)
+		}
+		want = append(want, b...)
+	}
+	data(1<<20, 1)
+	want = append(want, make([]byte, 13<<20)...) // 4 MiB zero chunks, cut at the maximum
+	data(1<<20, 2)
+	want = append(want, make([]byte, 13<<20)...)
+	data(64<<10, 3)
+	p := filepath.Join(src, "mixed.img")
+	mkfile(t, p, want, 0o644)
+	setMtimes(t, src)
+
+	r := newRepo(t)
+	m := backupDir(t, r, src, nil, nil)
+	tr, err := tree.Load(context.Background(), r, m.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := tr.Find("mixed.img")
+	if n == nil {
+		t.Fatal("mixed.img not in the recovery point")
+	}
+	seen := map[crypto.ID]int{}
+	for _, id := range n.Content {
+		seen[id]++
+	}
+	repeated := 0
+	for _, c := range seen {
+		if c > 1 {
+			repeated += c - 1
+		}
+	}
+	if repeated < 2 {
+		t.Fatalf("%d chunks, %d repeats: the test wants repeated zero chunks", len(n.Content), repeated)
+	}
+
+	dst := restore(t, r, m)
+	got, err := os.ReadFile(filepath.Join(dst, "mixed.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("restored %d bytes that differ from the %d backed up", len(got), len(want))
+	}
+	if alloc := stat(t, filepath.Join(dst, "mixed.img")).Blocks * 512; alloc > int64(len(want))/2 {
+		t.Errorf("restored file allocates %d of its %d bytes: its zero chunks were written", alloc, len(want))
 	}
 }

@@ -149,13 +149,12 @@ func Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, o Re
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
+			br := r.NewBlobReader(ctx, pack.DataBlob, nil)
 			for j := range jobs {
 				if ctx.Err() != nil {
 					continue
 				}
-				var err error
-				if buf, err = rs.writeFile(ctx, j.path, &j.n, buf); err != nil {
+				if err := rs.writeFile(j.path, &j.n, br); err != nil {
 					setErr(err)
 				}
 			}
@@ -308,24 +307,27 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// writeFile restores one regular file: every chunk is loaded and verified;
-// chunks of zeros become holes (sparse files stay sparse).
-func (rs *restorer) writeFile(ctx context.Context, p string, n *tree.Node, buf []byte) ([]byte, error) {
+// writeFile restores one regular file with br: every chunk is loaded and
+// verified (neighbouring chunks of a pack in one read, see
+// repo.BlobReader); chunks of zeros become holes (sparse files stay sparse).
+func (rs *restorer) writeFile(p string, n *tree.Node, br *repo.BlobReader) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return buf, fmt.Errorf("restore file %s: %w", p, err)
+		return fmt.Errorf("restore file %s: %w", p, err)
 	}
+	br.Reset(n.Content)
 	var off int64
 	for _, id := range n.Content {
 		if z, ok := rs.zeroIDs.Load(id); ok && z.(bool) {
 			l, _ := rs.r.Index().Lookup(pack.DataBlob, id)
 			off += int64(l.Entry.RawLength)
+			br.Skip()
 			continue
 		}
-		buf, err = rs.r.LoadBlob(ctx, pack.DataBlob, id, buf)
+		buf, err := br.Next()
 		if err != nil {
 			f.Close()
-			return buf, fmt.Errorf("restore file %s: %w", p, err)
+			return fmt.Errorf("restore file %s: %w", p, err)
 		}
 		if len(buf) >= 4096 && isZero(buf) {
 			rs.zeroIDs.Store(id, true)
@@ -334,25 +336,25 @@ func (rs *restorer) writeFile(ctx context.Context, p string, n *tree.Node, buf [
 		}
 		if err := writeNonZero(f, buf, off); err != nil {
 			f.Close()
-			return buf, fmt.Errorf("restore file %s: %w", p, err)
+			return fmt.Errorf("restore file %s: %w", p, err)
 		}
 		off += int64(len(buf))
 		rs.prog.Bytes.Add(int64(len(buf)))
 	}
 	if uint64(off) != n.Size && n.Error == "" {
 		f.Close()
-		return buf, fmt.Errorf("restore file %s: content has %d bytes, recovery point says %d (damaged recovery point; run `coffre check`)", p, off, n.Size)
+		return fmt.Errorf("restore file %s: content has %d bytes, recovery point says %d (damaged recovery point; run `coffre check`)", p, off, n.Size)
 	}
 	if err := f.Truncate(off); err != nil { // creates a trailing hole
 		f.Close()
-		return buf, fmt.Errorf("restore file %s: %w", p, err)
+		return fmt.Errorf("restore file %s: %w", p, err)
 	}
 	if err := f.Close(); err != nil {
-		return buf, fmt.Errorf("restore file %s: %w", p, err)
+		return fmt.Errorf("restore file %s: %w", p, err)
 	}
 	rs.setMeta(p, n)
 	rs.prog.Files.Add(1)
-	return buf, nil
+	return nil
 }
 
 // holeBlock is the granularity of holes on restore (a file system block).
