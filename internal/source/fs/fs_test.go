@@ -22,6 +22,9 @@ import (
 
 	"github.com/coffre/coffre/internal/repo"
 	"github.com/coffre/coffre/internal/repo/archiver"
+	"github.com/coffre/coffre/internal/repo/blob"
+	"github.com/coffre/coffre/internal/repo/blob/faulty"
+	"github.com/coffre/coffre/internal/repo/blob/mem"
 	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/snapshot"
 	"github.com/coffre/coffre/internal/repo/tree"
@@ -697,5 +700,32 @@ func TestRestoreSkipsRepeatedZeroChunks(t *testing.T) {
 	}
 	if alloc := stat(t, filepath.Join(dst, "mixed.img")).Blocks * 512; alloc > int64(len(want))/2 {
 		t.Errorf("restored file allocates %d of its %d bytes: its zero chunks were written", alloc, len(want))
+	}
+}
+
+// The small files of a directory are restored in batches whose chunks come
+// in few storage reads (one GET per few MiB on S3), not one read per file;
+// every file still comes back whole.
+func TestRestoreBatchesSmallFiles(t *testing.T) {
+	src := t.TempDir()
+	const files = 300
+	for i := range files {
+		b := append([]byte(fmt.Sprintf("file %d\n", i)), testutil.Text(1000+i*37)...)
+		mkfile(t, filepath.Join(src, fmt.Sprintf("f%03d.txt", i)), b, 0o644)
+	}
+	mkfile(t, filepath.Join(src, "big.bin"), testutil.Text(3<<20), 0o644) // alone, between batches
+	setMtimes(t, src)
+	f := faulty.New(mem.New())
+	r := repo.TestInit(t, f, repo.TestInitOptions(), repo.Options{})
+	m := backupDir(t, r, src, nil, nil)
+
+	r2 := repo.TestOpen(t, f, repo.Options{})
+	f.ResetCalls()
+	dst := restore(t, r2, m)
+	compareTrees(t, src, dst)
+	loads := f.CallsOf(faulty.OpLoad, blob.KindData)
+	t.Logf("%d reads of data packs", loads)
+	if loads > 20 {
+		t.Errorf("%d reads of data packs to restore %d small files: want them batched", loads, files)
 	}
 }

@@ -1,12 +1,15 @@
 package fs
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,6 +82,22 @@ type fileJob struct {
 	n    tree.Node
 }
 
+// Small files of one directory are restored by one worker as a batch: their
+// chunks, stored side by side when they were backed up together, then come
+// through one BlobReader in few reads (on S3, one GET per few MiB rather
+// than one per file).
+const (
+	batchFileMax = 256 << 10 // files up to this size join batches
+	batchFiles   = 64
+	batchBytes   = 2 << 20
+)
+
+// batch is the small files of one directory not yet handed to a worker.
+type batch struct {
+	jobs  []fileJob
+	bytes int64
+}
+
 // Restore writes recovery point m (or its Subpath) into o.Target. Every chunk
 // is verified (keyed hash) before it is written.
 func Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, o RestoreOptions) (*RestoreStats, error) {
@@ -129,7 +148,7 @@ func Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, o Re
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return nil, fmt.Errorf("create restore target: %w", err)
 	}
-	jobs := make(chan fileJob, 64)
+	jobs := make(chan []fileJob, 64)
 	var (
 		wg   sync.WaitGroup
 		emu  sync.Mutex
@@ -150,12 +169,24 @@ func Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, o Re
 		go func() {
 			defer wg.Done()
 			br := r.NewBlobReader(ctx, pack.DataBlob, nil)
-			for j := range jobs {
+			var ids []crypto.ID
+			for js := range jobs {
 				if ctx.Err() != nil {
 					continue
 				}
-				if err := rs.writeFile(j.path, &j.n, br); err != nil {
-					setErr(err)
+				if len(js) > 1 {
+					rs.packOrder(js)
+				}
+				ids = ids[:0]
+				for _, j := range js {
+					ids = append(ids, j.n.Content...)
+				}
+				br.Reset(ids)
+				for i := range js {
+					if err := rs.writeFile(js[i].path, &js[i].n, br); err != nil {
+						setErr(err)
+						break
+					}
 				}
 			}
 		}()
@@ -164,7 +195,9 @@ func Restore(ctx context.Context, r *repo.Repository, m *snapshot.Manifest, o Re
 		rs.dirs = append(rs.dirs, dirMeta{target, *m.Root}) // applied last
 	}
 	if single != nil {
-		rs.file(ctx, filepath.Join(target, single.Name), *single, jobs)
+		var b batch
+		rs.file(ctx, filepath.Join(target, single.Name), *single, &b, jobs)
+		rs.flush(ctx, &b, jobs)
 	} else {
 		err = rs.dir(ctx, rootID, target, jobs)
 		if err != nil {
@@ -218,11 +251,13 @@ func checkTarget(target string, overwrite bool) error {
 	return nil
 }
 
-func (rs *restorer) dir(ctx context.Context, id crypto.ID, dst string, jobs chan<- fileJob) error {
+func (rs *restorer) dir(ctx context.Context, id crypto.ID, dst string, jobs chan<- []fileJob) error {
 	t, err := tree.Load(ctx, rs.r, id)
 	if err != nil {
 		return err
 	}
+	var b batch
+	defer rs.flush(ctx, &b, jobs)
 	for _, n := range t.Nodes {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -241,7 +276,7 @@ func (rs *restorer) dir(ctx context.Context, id crypto.ID, dst string, jobs chan
 				}
 			}
 		case tree.TypeFile:
-			rs.file(ctx, p, n, jobs)
+			rs.file(ctx, p, n, &b, jobs)
 		case tree.TypeSymlink:
 			if err := os.Symlink(n.LinkTarget, p); err != nil {
 				return fmt.Errorf("restore symlink %s: %w", p, err)
@@ -269,7 +304,8 @@ func (rs *restorer) dir(ctx context.Context, id crypto.ID, dst string, jobs chan
 	return nil
 }
 
-func (rs *restorer) file(ctx context.Context, p string, n tree.Node, jobs chan<- fileJob) {
+// file hands regular file n to the workers: alone, or in b if it is small.
+func (rs *restorer) file(ctx context.Context, p string, n tree.Node, b *batch, jobs chan<- []fileJob) {
 	if n.Links > 1 {
 		k := devino{n.DeviceID, n.Inode}
 		if _, ok := rs.firsts[k]; ok {
@@ -280,8 +316,57 @@ func (rs *restorer) file(ctx context.Context, p string, n tree.Node, jobs chan<-
 	}
 	rs.stats.Files++
 	rs.stats.Bytes += int64(n.Size)
+	if n.Size > batchFileMax {
+		rs.send(ctx, []fileJob{{p, n}}, jobs)
+		return
+	}
+	b.jobs = append(b.jobs, fileJob{p, n})
+	b.bytes += int64(n.Size)
+	if len(b.jobs) >= batchFiles || b.bytes >= batchBytes {
+		rs.flush(ctx, b, jobs)
+	}
+}
+
+// packOrder sorts a batch's files by where their first chunk lies (pack,
+// then offset): files are backed up in parallel, so a directory's files are
+// stored in the order they finished, and read in name order their chunks
+// would come from a few MiB of packs in a shuffled order, a read each.
+func (rs *restorer) packOrder(js []fileJob) {
+	type keyed struct {
+		pack crypto.ID
+		off  uint32
+		job  fileJob
+	}
+	ks := make([]keyed, len(js))
+	for i, j := range js {
+		ks[i].job = j
+		if len(j.n.Content) > 0 {
+			l, _ := rs.r.Index().Lookup(pack.DataBlob, j.n.Content[0])
+			ks[i].pack, ks[i].off = l.Pack, l.Entry.Offset
+		}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int {
+		if c := bytes.Compare(a.pack[:], b.pack[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	for i := range ks {
+		js[i] = ks[i].job
+	}
+}
+
+// flush hands the files of b to the workers.
+func (rs *restorer) flush(ctx context.Context, b *batch, jobs chan<- []fileJob) {
+	if len(b.jobs) > 0 {
+		rs.send(ctx, b.jobs, jobs)
+	}
+	*b = batch{}
+}
+
+func (rs *restorer) send(ctx context.Context, js []fileJob, jobs chan<- []fileJob) {
 	select {
-	case jobs <- fileJob{p, n}:
+	case jobs <- js:
 	case <-ctx.Done():
 	}
 }
@@ -307,15 +392,15 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// writeFile restores one regular file with br: every chunk is loaded and
-// verified (neighbouring chunks of a pack in one read, see
-// repo.BlobReader); chunks of zeros become holes (sparse files stay sparse).
+// writeFile restores one regular file from the next len(n.Content) blobs of
+// br: every chunk is loaded and verified (neighbouring chunks of a pack in
+// one read, see repo.BlobReader); chunks of zeros become holes (sparse files
+// stay sparse).
 func (rs *restorer) writeFile(p string, n *tree.Node, br *repo.BlobReader) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("restore file %s: %w", p, err)
 	}
-	br.Reset(n.Content)
 	var off int64
 	for _, id := range n.Content {
 		if z, ok := rs.zeroIDs.Load(id); ok && z.(bool) {
