@@ -114,7 +114,7 @@ func (br *BlobReader) fill() error {
 	id := br.ids[br.next]
 	first, ok := br.r.idx.Lookup(br.t, id)
 	if !ok {
-		return hint.With(&BlobError{Type: br.t, ID: id, Err: ErrBlobMissing}, "run `coffre check`; the vault is missing data this recovery point needs")
+		return missingBlob(br.t, id)
 	}
 	br.group = append(br.group, first)
 	if br.t == pack.TreeBlob {

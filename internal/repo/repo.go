@@ -886,7 +886,7 @@ var ErrBlobMissing = errors.New("blob not in index")
 func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
 	l, ok := r.idx.Lookup(t, id)
 	if !ok {
-		return nil, hint.With(&BlobError{Type: t, ID: id, Err: ErrBlobMissing}, "run `coffre check`; the vault is missing data this recovery point needs")
+		return nil, missingBlob(t, id)
 	}
 	h := blob.Handle{Kind: packKind(t), Name: l.Pack.String()}
 	ct, err := r.readSealed(ctx, t, h, l)
@@ -898,6 +898,11 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		return nil, hint.With(err, "run `coffre check` to see what is affected")
 	}
 	return out, nil
+}
+
+// missingBlob is the error for blob id of type t that the index lacks.
+func missingBlob(t pack.BlobType, id crypto.ID) error {
+	return hint.With(&BlobError{Type: t, ID: id, Err: ErrBlobMissing}, "run `coffre check`; the vault is missing data this recovery point needs")
 }
 
 // readSealed reads the sealed bytes of blob l from pack h: sliced from the

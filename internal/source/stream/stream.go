@@ -52,36 +52,11 @@ func (c *Command) Wait() error {
 	return nil
 }
 
-// BlobLoader reads verified blobs (implemented by *repo.Repository).
-type BlobLoader interface {
-	LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error)
-}
-
-// seqLoader is a BlobLoader that also reads a sequence of blobs with few
-// storage reads (*repo.Repository): a stream's chunks are small, and one
+// BlobLoader reads a sequence of verified blobs with few storage reads
+// (implemented by *repo.Repository): a stream's chunks are small, and one
 // storage read each would cost more than the rest of their restore.
-type seqLoader interface {
+type BlobLoader interface {
 	NewBlobReader(ctx context.Context, t pack.BlobType, ids []crypto.ID) *repo.BlobReader
-}
-
-// chunks returns the next chunk of file node n on each call, verified.
-func chunks(ctx context.Context, r BlobLoader, n *tree.Node) func() ([]byte, error) {
-	if sl, ok := r.(seqLoader); ok {
-		return sl.NewBlobReader(ctx, pack.DataBlob, n.Content).Next
-	}
-	var buf []byte
-	i := 0
-	return func() ([]byte, error) {
-		if i == len(n.Content) {
-			return nil, io.EOF
-		}
-		var err error
-		if buf, err = r.LoadBlob(ctx, pack.DataBlob, n.Content[i], buf); err != nil {
-			return nil, err
-		}
-		i++
-		return buf, nil
-	}
 }
 
 // WriteTo writes the content of file node n to w, verifying every chunk, and
@@ -90,7 +65,7 @@ func WriteTo(ctx context.Context, r BlobLoader, n *tree.Node, w io.Writer) (int6
 	if n.Type != tree.TypeFile {
 		return 0, fmt.Errorf("%s is a %s, not a file", n.Name, n.Type)
 	}
-	next := chunks(ctx, r, n)
+	next := r.NewBlobReader(ctx, pack.DataBlob, n.Content).Next
 	var total int64
 	for i := 0; ; i++ {
 		b, err := next()
@@ -158,7 +133,7 @@ func (nr *nodeReader) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("%s is a %s, not a file", nr.n.Name, nr.n.Type)
 		}
 		if nr.next == nil {
-			nr.next = chunks(nr.ctx, nr.r, nr.n)
+			nr.next = nr.r.NewBlobReader(nr.ctx, pack.DataBlob, nr.n.Content).Next
 		}
 		b, err := nr.next()
 		if err == io.EOF {
