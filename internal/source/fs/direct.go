@@ -87,6 +87,18 @@ func (f *file) readDirect(p []byte) (int, error) {
 		if zero {
 			buf = p[:min(len(p), directZeroCopyMax)&^(directAlign-1)]
 		}
+		// Ask for no more than the file holds, plus one block: past the
+		// end of a file a direct read fills the rest of the buffer with
+		// zeros (Linux's iomap zero-fills the hole beyond EOF before
+		// trimming the count), touching up to a MiB per file for
+		// nothing. The extra block makes the read of the last block short,
+		// so EOF is seen without one more read; a file that grew since its
+		// stat is read on, one block at a time.
+		want := max(f.size-d.off+1, 1)
+		want = (want + directAlign - 1) &^ (directAlign - 1)
+		if int64(len(buf)) > want {
+			buf = buf[:want]
+		}
 		n, err := pread(f.File, buf, d.off)
 		if err != nil {
 			if errors.Is(err, syscall.EINVAL) {

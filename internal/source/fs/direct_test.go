@@ -234,3 +234,73 @@ func TestDirectReadSeesChange(t *testing.T) {
 		t.Fatalf("close after the file grew: %v, want archiver.ErrChanged", err)
 	}
 }
+
+// A direct read asks for no more than the file holds (plus one block): the
+// kernel zero-fills a direct read's buffer past the end of the file, so a
+// read of the whole buffer would write (and fault in) up to a MiB of the
+// caller's memory for every file. Bytes of the buffer past the file's last
+// block plus one must be left as they were.
+func TestDirectReadStopsAtEndOfFile(t *testing.T) {
+	for _, size := range []int{int(DirectMin) + 1234, 20 * directAlign, directZeroCopyMax + 5} {
+		dir := t.TempDir()
+		data := testutil.RandomBytes(uint64(size), size)
+		f := openDirect(t, dir, data)
+		buf := alignedBytes(directZeroCopyMax)
+		var got []byte
+		for i := 0; ; i++ {
+			for j := range buf {
+				buf[j] = 0xAA
+			}
+			n, err := f.Read(buf)
+			got = append(got, buf[:n]...)
+			limit := (n + directAlign) &^ (directAlign - 1) // n rounded up past a block boundary
+			for j := limit; j < len(buf); j++ {
+				if buf[j] != 0xAA {
+					t.Fatalf("%d-byte file, read %d: %d bytes read, but the buffer was written at %d", size, i, n, j)
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i > 10 {
+				t.Fatalf("%d-byte file: no EOF after %d reads", size, i)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("%d-byte file: close: %v", size, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d-byte file: read %d bytes that differ from the file", size, len(got))
+		}
+	}
+}
+
+// A file that grows after it is opened is still read to its new end (one
+// block at a time past the size it had), and Close reports the change.
+func TestDirectReadOfGrowingFile(t *testing.T) {
+	dir := t.TempDir()
+	size := int(DirectMin) + 100
+	data := testutil.RandomBytes(5, size)
+	f := openDirect(t, dir, data)
+	more := testutil.RandomBytes(6, 3*directAlign+17)
+	af, err := os.OpenFile(filepath.Join(dir, "f"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := af.Write(more); err != nil {
+		t.Fatal(err)
+	}
+	if err := af.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readOdd(t, f)
+	if want := append(append([]byte(nil), data...), more...); !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, want the %d of the grown file", len(got), len(want))
+	}
+	if err := f.Close(); !errors.Is(err, archiver.ErrChanged) {
+		t.Fatalf("close of a file that grew: %v, want ErrChanged", err)
+	}
+}
