@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -214,6 +215,61 @@ func BenchmarkIncompressible(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if incompressible(data) {
 			b.Fatal("text seen as incompressible")
+		}
+	}
+}
+
+// TestEncoderAcrossSizes runs inputs of very different sizes, in turn and
+// from several goroutines, through one encoder (whose compression contexts
+// are reused across calls): every frame must read back, and be the frame a
+// fresh encoder makes of the same input — no state of an earlier input may
+// leak into a later one.
+func TestEncoderAcrossSizes(t *testing.T) {
+	text := benchData(true)
+	for len(text) < 3<<20 {
+		text = append(text, text...)
+	}
+	sizes := []int{1, 100, 5000, 16 << 10, 20000, 130 << 10, 300 << 10, 1 << 20, 3 << 20, 64, 70000, 200}
+	for _, level := range []int{3, 4} {
+		want := map[int][]byte{}
+		for _, n := range sizes {
+			out, err := newEncoder(level).encode(nil, text[:n])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[n] = out
+		}
+		enc := newEncoder(level)
+		dec := newCompressor("zstd", level, 0, 0)
+		errs := make(chan error, 2)
+		for g := 0; g < 2; g++ {
+			go func() {
+				var err error
+				defer func() { errs <- err }()
+				for round := 0; round < 3 && err == nil; round++ {
+					for i := range sizes {
+						n := sizes[(i*5+g*3+round)%len(sizes)]
+						var out []byte
+						if out, err = enc.encode(make([]byte, 0, 10), text[:n]); err != nil {
+							return
+						}
+						if !bytes.Equal(out, want[n]) {
+							err = fmt.Errorf("level %d, %d bytes: frame of %d bytes differs from a fresh encoder's (%d bytes)", level, n, len(out), len(want[n]))
+							return
+						}
+						back, derr := dec.decompress(nil, out, n)
+						if derr != nil || !bytes.Equal(back, text[:n]) {
+							err = fmt.Errorf("level %d, %d bytes: round trip: %v", level, n, derr)
+							return
+						}
+					}
+				}
+			}()
+		}
+		for g := 0; g < 2; g++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
