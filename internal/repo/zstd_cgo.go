@@ -8,10 +8,16 @@ package repo
 
 // The few functions of the reference zstd library used here, from its
 // zstd.h (ZSTD_initStaticCCtx and ZSTD_estimateCCtxSize are in its
-// static-linking section). The library itself is compiled and linked in by
+// static-linking section; ZSTD_compressionParameters is copied from it). The
+// library itself is compiled and linked in by
 // the github.com/DataDog/zstd package.
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
-size_t ZSTD_estimateCCtxSize(int compressionLevel);
+typedef struct {
+    unsigned windowLog, chainLog, hashLog, searchLog, minMatch, targetLength;
+    int strategy;
+} ZSTD_compressionParameters;
+ZSTD_compressionParameters ZSTD_getCParams(int compressionLevel, unsigned long long estimatedSrcSize, size_t dictSize);
+size_t ZSTD_estimateCCtxSize_usingCParams(ZSTD_compressionParameters cParams);
 ZSTD_CCtx* ZSTD_initStaticCCtx(void* workspace, size_t workspaceSize);
 size_t ZSTD_compressCCtx(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize, int compressionLevel);
 unsigned ZSTD_isError(size_t code);
@@ -25,29 +31,44 @@ import (
 	"runtime"
 	"unsafe"
 
-	_ "github.com/DataDog/zstd" // compiles and links the reference zstd library called below
+	ddzstd "github.com/DataDog/zstd" // also compiles and links the library called above
 )
 
 // cEncoder compresses with the reference zstd library (DataDog/zstd bundles
 // its C sources, so the binary has no run-time dependency).
 //
 // Its compression contexts are static: each lives in one C allocation
-// sized once, by the library, for the largest input at the encoder's level,
-// and kept in a small fixed pool (neither created per call nor dropped at
+// sized once, by the library, for the largest input up to staticMax at the
+// encoder's level, and kept in a small fixed pool (neither created per call nor dropped at
 // every GC as a sync.Pool would; the Go garbage collector neither sees nor
 // limits C memory). A context the library manages itself re-sizes its
 // workspace to each input: chunks of mixed sizes made it free and allocate
 // a fresh workspace, and zero its match tables, every few dozen calls (32
 // times in 745 calls in an incremental backup of the bench tree), and that
-// zeroing of fresh pages was 3-4% of the backup's CPU time.
+// zeroing of fresh pages was 3-4% of the backup's CPU time. A larger input
+// (a tree blob of a huge directory) is compressed with a context of its
+// own, made and freed by the library.
 type cEncoder struct {
 	level int
 	size  C.size_t // of one context's workspace
 	ctxs  chan *C.ZSTD_CCtx
 }
 
+// staticMax is the largest input compressed with a pooled context: the
+// largest chunk of the default chunker parameters.
+const staticMax = 4 << 20
+
 func newEncoder(level int) encoder {
-	return &cEncoder{level: level, size: C.ZSTD_estimateCCtxSize(C.int(level)), ctxs: make(chan *C.ZSTD_CCtx, 4*runtime.GOMAXPROCS(0))}
+	// The largest workspace over the library's parameter tiers (inputs of
+	// ≤ 16 KiB, ≤ 128 KiB, ≤ 256 KiB, more), as ZSTD_estimateCCtxSize
+	// computes it, but for inputs of at most staticMax bytes: at high
+	// levels, unbounded inputs would need a window, and tables, of
+	// hundreds of MiB.
+	var size C.size_t
+	for _, tier := range []C.ulonglong{16 << 10, 128 << 10, 256 << 10, staticMax} {
+		size = max(size, C.ZSTD_estimateCCtxSize_usingCParams(C.ZSTD_getCParams(C.int(level), tier, 0)))
+	}
+	return &cEncoder{level: level, size: size, ctxs: make(chan *C.ZSTD_CCtx, 4*runtime.GOMAXPROCS(0))}
 }
 
 // newCtx makes a static context in a new C allocation; the context is at
@@ -66,6 +87,9 @@ func (e *cEncoder) newCtx() (*C.ZSTD_CCtx, error) {
 }
 
 func (e *cEncoder) encode(dst, src []byte) ([]byte, error) {
+	if len(src) > staticMax {
+		return ddzstd.CompressLevel(dst[:cap(dst)], src, e.level)
+	}
 	var cx *C.ZSTD_CCtx
 	select {
 	case cx = <-e.ctxs:
