@@ -87,7 +87,7 @@ func (s *Source) Root() (tree.Node, error) {
 	if err != nil {
 		return tree.Node{}, err
 	}
-	n, err := s.node(s.root, filepath.Base(s.root), fi)
+	n, err := s.node(filepath.Dir(s.root), filepath.Base(s.root), fi)
 	if err != nil {
 		return tree.Node{}, err
 	}
@@ -111,7 +111,6 @@ func (s *Source) ReadDir(p string) ([]tree.Node, error) {
 	}
 	out := make([]tree.Node, 0, len(names))
 	for _, name := range names {
-		full := dir + "/" + name
 		fi, err := lstatAt(f, dir, name)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -127,7 +126,7 @@ func (s *Source) ReadDir(p string) ([]tree.Node, error) {
 		if len(s.excludes) > 0 && s.excluded(rel, fi.IsDir()) {
 			continue
 		}
-		n, err := s.node(full, name, fi)
+		n, err := s.node(dir, name, fi)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -139,7 +138,8 @@ func (s *Source) ReadDir(p string) ([]tree.Node, error) {
 	return out, nil
 }
 
-func (s *Source) node(full, name string, fi os.FileInfo) (tree.Node, error) {
+// node describes entry name of directory dir from its stat.
+func (s *Source) node(dir, name string, fi os.FileInfo) (tree.Node, error) {
 	n := tree.Node{Name: name, ModTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky))}
 	if fi.Mode()&os.ModeSetuid != 0 {
 		n.Mode |= 0o4000
@@ -168,7 +168,7 @@ func (s *Source) node(full, name string, fi os.FileInfo) (tree.Node, error) {
 		n.Links, n.Inode = 0, 0 // directories are never hard-linked; keep trees stable
 	case m&os.ModeSymlink != 0:
 		n.Type = tree.TypeSymlink
-		t, err := os.Readlink(full)
+		t, err := os.Readlink(filepath.Join(dir, name))
 		if err != nil {
 			return n, err
 		}
