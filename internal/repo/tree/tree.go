@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/coffre/coffre/internal/repo/bufpool"
 	"github.com/coffre/coffre/internal/repo/crypto"
 	"github.com/coffre/coffre/internal/repo/pack"
 )
@@ -146,7 +147,9 @@ func (t *Tree) Find(name string) *Node {
 	return nil
 }
 
-// BlobLoader reads verified blobs (implemented by *repo.Repository).
+// BlobLoader reads verified blobs (implemented by *repo.Repository). The
+// returned bytes are in buf (appended to buf[:0]) or in memory of their own
+// that the caller owns: never memory the loader keeps (Load reuses them).
 type BlobLoader interface {
 	LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error)
 }
@@ -158,16 +161,27 @@ type BlobSaver interface {
 
 // Load reads and parses tree id.
 func Load(ctx context.Context, r BlobLoader, id crypto.ID) (*Tree, error) {
-	b, err := r.LoadBlob(ctx, pack.TreeBlob, id, nil)
+	// The blob is read into a pooled buffer: Decode copies out all it
+	// keeps, so the buffer is free again once the tree is parsed (an
+	// incremental backup loads every tree of its parent).
+	buf := bufpool.Default.Get(loadBuf)[:0]
+	b, err := r.LoadBlob(ctx, pack.TreeBlob, id, buf)
 	if err != nil {
+		bufpool.Default.Put(buf)
 		return nil, err
 	}
 	t, err := Decode(b)
+	bufpool.Default.Put(b[:0])
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
 	}
 	return t, nil
 }
+
+// loadBuf is the size of the buffer Load starts with: the smallest class
+// of the pool, which holds the trees of directories of up to a few hundred
+// entries; LoadBlob grows it for larger ones.
+const loadBuf = 64 << 10
 
 // Save stores t and returns its id.
 func Save(ctx context.Context, r BlobSaver, t *Tree) (crypto.ID, error) {
