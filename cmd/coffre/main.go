@@ -69,6 +69,7 @@ func withCode(code int, err error) error {
 }
 
 func main() {
+	hugeHeap()
 	// COFFRE_TRACE=file writes a runtime execution trace (go tool trace):
 	// where the goroutines of one run waited, for performance work.
 	if p := os.Getenv("COFFRE_TRACE"); p != "" {
