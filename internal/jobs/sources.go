@@ -167,7 +167,7 @@ func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Re
 	if len(over) == 0 {
 		return "", Permanent(fmt.Errorf("restore of %s: no target given: name the new target with target settings (e.g. target.database=NAME)", res.ID))
 	}
-	opts := source.RestoreOptions{Overwrite: params["overwrite"] == "true", ToTime: params["to_time"]}
+	opts := source.RestoreOptions{Overwrite: params["overwrite"] == "true", ToTime: params["to_time"], Validate: true, Checks: checks}
 	if p := params["parallel"]; p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 {
@@ -180,9 +180,11 @@ func (a Adapted) Restore(ctx context.Context, r *repo.Repository, res catalog.Re
 	if err != nil {
 		return "", permanentSource(err)
 	}
-	v, err := a.Adapter.Validate(ctx, r, m, target, checks)
-	if err != nil {
-		return "", fmt.Errorf("%s; validation could not run: %w", out.Summary, err)
+	v := out.Validation
+	if v == nil {
+		if v, err = a.Adapter.Validate(ctx, r, m, target, checks); err != nil {
+			return "", fmt.Errorf("%s; validation could not run: %w", out.Summary, err)
+		}
 	}
 	if !v.OK {
 		var bad []string

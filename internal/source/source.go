@@ -107,6 +107,14 @@ type RestoreOptions struct {
 	// ToTime, for adapters with point-in-time recovery, is the instant to
 	// recover to (zero: the end of the recovery point).
 	ToTime string
+	// Validate asks the adapter to validate the target as part of the
+	// restore, with Checks, when it can do so more cheaply than a Validate
+	// call after it (a PostgreSQL restore counts each table's rows as soon
+	// as the table is complete, while other tables still load). An adapter
+	// that does returns the result in RestoreResult.Validation; one that
+	// does not leaves it nil, and the caller calls Validate.
+	Validate bool
+	Checks   []Check
 }
 
 // RestoreResult summarises a restore.
@@ -114,6 +122,10 @@ type RestoreResult struct {
 	Summary string // one line for the job's message
 	Items   int64  // tables, keys… restored
 	Bytes   int64  // bytes of data restored
+	// Validation is the target's validation when RestoreOptions.Validate
+	// asked for it and the adapter made it during the restore; nil
+	// otherwise. It is what Validate would return on the restored target.
+	Validation *Validation
 }
 
 // Check is a user-supplied validation query and its expected answer (for

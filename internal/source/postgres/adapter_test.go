@@ -639,3 +639,57 @@ func TestSettings(t *testing.T) {
 		t.Errorf("table paths are ambiguous: %s", p)
 	}
 }
+
+// TestRestoreValidates: a restore asked to validate counts each table as it
+// completes and returns the validation Validate would return afterwards,
+// user checks included.
+func TestRestoreValidates(t *testing.T) {
+	r, _ := repo.TestRepository(t)
+	src := connFor(t, sourceDB(t))
+	m := mustBackup(t, Adapter{}, r, src)
+	dst := connFor(t, newDBName(t, "dst"))
+	checks := []source.Check{
+		{Name: "orders", Query: "SELECT count(*) FROM app.orders", Expect: "10000"},
+		{Name: "wrong", Query: "SELECT 1", Expect: "2"},
+	}
+	res, err := (Adapter{}).Restore(ctxb(), r, m, dst, source.RestoreOptions{Validate: true, Checks: checks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := res.Validation
+	if v == nil {
+		t.Fatal("no validation in the result of a restore asked to validate")
+	}
+	after, err := (Adapter{}).Validate(ctxb(), r, m, dst, checks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK || len(v.Failed()) != 1 || v.Failed()[0].Name != "wrong" {
+		t.Fatalf("validation during the restore: OK=%v, failed %+v", v.OK, v.Failed())
+	}
+	if len(v.Checks) != len(after.Checks) {
+		t.Fatalf("%d checks during the restore, %d after it", len(v.Checks), len(after.Checks))
+	}
+	rows := 0
+	for i, c := range v.Checks {
+		a := after.Checks[i]
+		if c.Name != a.Name || c.Got != a.Got || c.Want != a.Want || c.OK != a.OK {
+			t.Errorf("check %d: %+v during the restore, %+v after it", i, c, a)
+		}
+		if strings.HasPrefix(c.Name, "rows ") {
+			rows++
+		}
+	}
+	meta, err := ReadMeta(ctxb(), r, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(meta.Tables) || rows == 0 {
+		t.Fatalf("%d row counts for %d tables", rows, len(meta.Tables))
+	}
+	// Without the option there is none.
+	dst2 := connFor(t, newDBName(t, "dst2"))
+	if res, err := (Adapter{}).Restore(ctxb(), r, m, dst2, source.RestoreOptions{}); err != nil || res.Validation != nil {
+		t.Fatalf("restore without Validate: validation %+v, %v", res, err)
+	}
+}

@@ -168,6 +168,11 @@
 // biggest first by two sessions, with JIT off) and the number of large
 // objects, then runs each user check in a read-only transaction: its single
 // value, as text ("NULL" for null), must equal Expect.
+//
+// A restore asked to validate (RestoreOptions.Validate, as restore jobs do)
+// makes the same validation itself: each table's count(*) is taken by the
+// session that completed the table (its rows loaded and its early indexes
+// built), while the other sessions still load, instead of all at the end.
 package postgres
 
 import (

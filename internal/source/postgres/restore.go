@@ -41,6 +41,13 @@ type restore struct {
 	rows      atomic.Int64
 	bytes     atomic.Int64
 	notes     []string
+
+	// With RestoreOptions.Validate, each table's rows are counted by the
+	// session that completes it (its rows and early indexes in), while
+	// other sessions still load: counts[i] is meta.Tables[i]'s.
+	countMu sync.Mutex
+	counts  []rowCount
+	counted []bool
 }
 
 // Restore writes recovery point m into a new database (see the package
@@ -65,6 +72,9 @@ func (a Adapter) Restore(ctx context.Context, r *repo.Repository, m *snapshot.Ma
 		}
 	}
 	rs := &restore{s: s, pw: pw, meta: meta, files: newFiles(ctx, r, m.Tree), parallel: opts.Parallel}
+	if opts.Validate {
+		rs.counts, rs.counted = make([]rowCount, len(meta.Tables)), make([]bool, len(meta.Tables))
+	}
 	if rs.parallel <= 0 {
 		rs.parallel = 2
 	}
@@ -168,6 +178,13 @@ func (rs *restore) run(ctx context.Context, opts source.RestoreOptions) (*source
 		return nil, fail("indexes, constraints and triggers (post-data)", err)
 	}
 
+	var v *source.Validation
+	if opts.Validate {
+		// Only a validation that could not run is an error here; the
+		// caller then validates on its own (and reports why that fails).
+		v, _ = rs.validate(ctx, opts.Checks)
+	}
+
 	m := rs.meta
 	sum := fmt.Sprintf("restored PostgreSQL database %s of %s into %s: %d tables (%d rows, %d bytes), %d sequences, %d large objects",
 		m.Database, m.Time.Format(time.RFC3339), db, len(m.Tables), rs.rows.Load(), rs.bytes.Load(), len(m.Sequences), len(m.LargeObjects))
@@ -177,7 +194,54 @@ func (rs *restore) run(ctx context.Context, opts source.RestoreOptions) (*source
 	if len(rs.notes) > 0 {
 		sum += "; " + strings.Join(rs.notes, "; ")
 	}
-	return &source.RestoreResult{Summary: sum, Items: int64(len(m.Tables) + len(m.LargeObjects)), Bytes: rs.bytes.Load()}, nil
+	return &source.RestoreResult{Summary: sum, Items: int64(len(m.Tables) + len(m.LargeObjects)), Bytes: rs.bytes.Load(), Validation: v}, nil
+}
+
+// countDone counts the rows of table t, complete, on the session that
+// completed it, when the restore validates.
+func (rs *restore) countDone(ctx context.Context, conn *pgx.Conn, t *Table) error {
+	if rs.counts == nil {
+		return nil
+	}
+	i := -1
+	for k := range rs.meta.Tables {
+		if &rs.meta.Tables[k] == t {
+			i = k
+		}
+	}
+	if i < 0 {
+		return nil
+	}
+	c, err := countTable(ctx, conn, t)
+	if err != nil {
+		return err
+	}
+	rs.countMu.Lock()
+	rs.counts[i], rs.counted[i] = c, true
+	rs.countMu.Unlock()
+	return nil
+}
+
+// validate validates the restored database with the counts made during
+// the load; a table not counted then (none, normally) is counted now.
+func (rs *restore) validate(ctx context.Context, checks []source.Check) (*source.Validation, error) {
+	var rest []Table
+	var at []int
+	for i, ok := range rs.counted {
+		if !ok {
+			rest, at = append(rest, rs.meta.Tables[i]), append(at, i)
+		}
+	}
+	if len(rest) > 0 {
+		counts, err := countRows(ctx, rs.s, rs.pw, rest)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range at {
+			rs.counts[i] = counts[k]
+		}
+	}
+	return validate(ctx, rs.s, rs.pw, rs.meta, rs.counts, checks)
 }
 
 // contents describes what the existing target database holds ("" if it is
@@ -499,6 +563,11 @@ func (rs *restore) loadData(ctx context.Context) error {
 				return err
 			}
 			defer closeConn(conn)
+			if rs.counts != nil {
+				if err := jitOff(ctx, conn); err != nil {
+					return err
+				}
+			}
 			for j := range jobs {
 				if err := ctx.Err(); err != nil {
 					return err
@@ -514,6 +583,9 @@ func (rs *restore) loadData(ctx context.Context) error {
 					}
 					if left[d.t].Add(-1) == 0 {
 						if err := rs.buildEarly(ctx, d.t); err != nil {
+							return err
+						}
+						if err := rs.countDone(ctx, conn, d.t); err != nil {
 							return err
 						}
 					}

@@ -29,6 +29,16 @@ func (a Adapter) Validate(ctx context.Context, r *repo.Repository, m *snapshot.M
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
+	counts, err := countRows(ctx, s, pw, meta.Tables)
+	if err != nil {
+		return nil, fmt.Errorf("validate database %s: %w", s.database, err)
+	}
+	return validate(ctx, s, pw, meta, counts, checks)
+}
+
+// validate is Validate with the tables' row counts already made (counts[i]
+// is meta.Tables[i]'s count(*) in the target database).
+func validate(ctx context.Context, s settings, pw string, meta *Meta, counts []rowCount, checks []source.Check) (*source.Validation, error) {
 	conn, err := connect(ctx, s, pw, "", appValidate, nil)
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
@@ -41,10 +51,6 @@ func (a Adapter) Validate(ctx context.Context, r *repo.Repository, m *snapshot.M
 		if !c.OK {
 			v.OK = false
 		}
-	}
-	counts, err := countRows(ctx, s, pw, meta.Tables)
-	if err != nil {
-		return nil, fmt.Errorf("validate database %s: %w", s.database, err)
 	}
 	for i, t := range meta.Tables {
 		c := source.CheckResult{Name: "rows " + t.String(), Want: strconv.FormatInt(t.Rows, 10)}
@@ -140,18 +146,12 @@ func countRows(ctx context.Context, s settings, pw string, tables []Table) ([]ro
 				return err
 			}
 			defer closeConn(conn)
-			// jit exists from PostgreSQL 11 on.
-			if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('jit', 'off', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 110000"); err != nil {
-				return fmt.Errorf("turn JIT off: %w", err)
+			if err := jitOff(ctx, conn); err != nil {
+				return err
 			}
 			for i := range next {
-				t := tables[i]
-				err := conn.QueryRow(ctx, "SELECT count(*) FROM ONLY "+t.qname()).Scan(&out[i].n)
-				if err != nil {
-					if conn.IsClosed() || ctx.Err() != nil {
-						return fmt.Errorf("count the rows of table %s: %w", t, err)
-					}
-					out[i].err = err
+				if out[i], err = countTable(ctx, conn, &tables[i]); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -161,6 +161,29 @@ func countRows(ctx context.Context, s settings, pw string, tables []Table) ([]ro
 		return nil, err
 	}
 	return out, nil
+}
+
+// jitOff turns JIT compilation off in conn's session (it exists from
+// PostgreSQL 11 on): compiling a count's plan costs more than it saves on a
+// table read once.
+func jitOff(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('jit', 'off', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 110000"); err != nil {
+		return fmt.Errorf("turn JIT off: %w", err)
+	}
+	return nil
+}
+
+// countTable counts the rows of table t on conn. An error on the table is
+// its result; a lost session or a cancelled ctx is the error returned.
+func countTable(ctx context.Context, conn *pgx.Conn, t *Table) (rowCount, error) {
+	var c rowCount
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM ONLY "+t.qname()).Scan(&c.n); err != nil {
+		if conn.IsClosed() || ctx.Err() != nil {
+			return c, fmt.Errorf("count the rows of table %s: %w", t, err)
+		}
+		c.err = err
+	}
+	return c, nil
 }
 
 // runCheck runs a user check in a read-only transaction and returns its
