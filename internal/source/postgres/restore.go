@@ -44,10 +44,9 @@ type restore struct {
 
 	// With RestoreOptions.Validate, each table's rows are counted by the
 	// session that completes it (its rows and early indexes in), while
-	// other sessions still load: counts[i] is meta.Tables[i]'s.
+	// other sessions still load; nil otherwise.
 	countMu sync.Mutex
-	counts  []rowCount
-	counted []bool
+	counts  map[*Table]rowCount
 }
 
 // Restore writes recovery point m into a new database (see the package
@@ -73,7 +72,7 @@ func (a Adapter) Restore(ctx context.Context, r *repo.Repository, m *snapshot.Ma
 	}
 	rs := &restore{s: s, pw: pw, meta: meta, files: newFiles(ctx, r, m.Tree), parallel: opts.Parallel}
 	if opts.Validate {
-		rs.counts, rs.counted = make([]rowCount, len(meta.Tables)), make([]bool, len(meta.Tables))
+		rs.counts = map[*Table]rowCount{}
 	}
 	if rs.parallel <= 0 {
 		rs.parallel = 2
@@ -203,21 +202,12 @@ func (rs *restore) countDone(ctx context.Context, conn *pgx.Conn, t *Table) erro
 	if rs.counts == nil {
 		return nil
 	}
-	i := -1
-	for k := range rs.meta.Tables {
-		if &rs.meta.Tables[k] == t {
-			i = k
-		}
-	}
-	if i < 0 {
-		return nil
-	}
 	c, err := countTable(ctx, conn, t)
 	if err != nil {
 		return err
 	}
 	rs.countMu.Lock()
-	rs.counts[i], rs.counted[i] = c, true
+	rs.counts[t] = c
 	rs.countMu.Unlock()
 	return nil
 }
@@ -225,23 +215,26 @@ func (rs *restore) countDone(ctx context.Context, conn *pgx.Conn, t *Table) erro
 // validate validates the restored database with the counts made during
 // the load; a table not counted then (none, normally) is counted now.
 func (rs *restore) validate(ctx context.Context, checks []source.Check) (*source.Validation, error) {
+	counts := make([]rowCount, len(rs.meta.Tables))
 	var rest []Table
 	var at []int
-	for i, ok := range rs.counted {
+	for i := range rs.meta.Tables {
+		c, ok := rs.counts[&rs.meta.Tables[i]]
 		if !ok {
 			rest, at = append(rest, rs.meta.Tables[i]), append(at, i)
 		}
+		counts[i] = c
 	}
 	if len(rest) > 0 {
-		counts, err := countRows(ctx, rs.s, rs.pw, rest)
+		late, err := countRows(ctx, rs.s, rs.pw, rest)
 		if err != nil {
 			return nil, err
 		}
 		for k, i := range at {
-			rs.counts[i] = counts[k]
+			counts[i] = late[k]
 		}
 	}
-	return validate(ctx, rs.s, rs.pw, rs.meta, rs.counts, checks)
+	return validate(ctx, rs.s, rs.pw, rs.meta, counts, checks)
 }
 
 // contents describes what the existing target database holds ("" if it is
