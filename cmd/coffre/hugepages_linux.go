@@ -32,7 +32,8 @@ import (
 func hugeHeap() { _, _, _ = adviseHugeHeap() }
 
 // adviseHugeHeap does hugeHeap's work and returns the address range it
-// advised (the arenas of the grown heap) and madvise's error.
+// advised (the grown allocation's, shrunk to whole huge pages) and
+// madvise's error.
 func adviseHugeHeap() (lo, hi uintptr, err error) {
 	if os.Getenv("COFFRE_HUGEPAGES") == "off" {
 		return 0, 0, nil

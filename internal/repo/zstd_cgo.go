@@ -7,10 +7,10 @@ package repo
 #include <malloc.h>
 
 // The few functions of the reference zstd library used here, from its
-// zstd.h (ZSTD_initStaticCCtx and ZSTD_estimateCCtxSize are in its
-// static-linking section; ZSTD_compressionParameters is copied from it). The
-// library itself is compiled and linked in by
-// the github.com/DataDog/zstd package.
+// zstd.h (ZSTD_getCParams, ZSTD_estimateCCtxSize_usingCParams and
+// ZSTD_initStaticCCtx are in its static-linking section;
+// ZSTD_compressionParameters is copied from it). The library itself is
+// compiled and linked in by the github.com/DataDog/zstd package.
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct {
     unsigned windowLog, chainLog, hashLog, searchLog, minMatch, targetLength;
@@ -39,9 +39,9 @@ import (
 //
 // Its compression contexts are static: each lives in one C allocation
 // sized once, by the library, for the largest input up to staticMax at the
-// encoder's level, and kept in a small fixed pool (neither created per call nor dropped at
-// every GC as a sync.Pool would; the Go garbage collector neither sees nor
-// limits C memory). A context the library manages itself re-sizes its
+// encoder's level, and kept in a small fixed pool (neither created per
+// call nor dropped at every GC as a sync.Pool would; the Go garbage
+// collector neither sees nor limits C memory). A context the library manages itself re-sizes its
 // workspace to each input: chunks of mixed sizes made it free and allocate
 // a fresh workspace, and zero its match tables, every few dozen calls (32
 // times in 745 calls in an incremental backup of the bench tree), and that
