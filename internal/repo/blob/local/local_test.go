@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,5 +275,92 @@ func TestTruncatedUnderReader(t *testing.T) {
 	}
 	if err == io.EOF {
 		t.Fatalf("reading a truncated file ended with a plain EOF after %d bytes", n)
+	}
+}
+
+// TestStreamFileBuffers: a stream written in pieces of every size (bytes,
+// pieces that cross the buffer's end, pieces larger than it) commits exactly
+// the bytes written, in order, while fewer of them have reached the file
+// before Commit than were written.
+func TestStreamFileBuffers(t *testing.T) {
+	s, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sf, err := s.Create(ctx, blob.KindData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	rnd := rand.New(rand.NewPCG(1, 2))
+	sizes := []int{1, 1, 7, 100 << 10, streamBuffer - 100<<10 - 9, 1, streamBuffer / 2, 3, streamBuffer*3 + 5, 12345}
+	for i := 0; i < 300; i++ {
+		sizes = append(sizes, rnd.IntN(40<<10))
+	}
+	for _, n := range sizes {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rnd.Uint32())
+		}
+		m, err := sf.Write(p)
+		if err != nil || m != n {
+			t.Fatalf("Write(%d bytes) = %d, %v", n, m, err)
+		}
+		want = append(want, p...)
+	}
+	fi, err := sf.(*streamFile).f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() >= int64(len(want)) || fi.Size() == 0 {
+		t.Errorf("before Commit the file holds %d of %d bytes written: want some, not all, buffered", fi.Size(), len(want))
+	}
+	if err := sf.Commit(ctx, "ab01"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(s.Path(blob.Handle{Kind: blob.KindData, Name: "ab01"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("committed %d bytes, differ from the %d written", len(got), len(want))
+	}
+}
+
+// TestStreamFileWriteError: a write that fails while flushing the buffer
+// is returned by that Write, by every later one and by Commit, which names
+// nothing and leaves no temporary file.
+func TestStreamFileWriteError(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sf, err := s.Create(ctx, blob.KindData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := sf.(*streamFile).f
+	if _, err := sf.Write(make([]byte, 1000)); err != nil {
+		t.Fatalf("a buffered write failed: %v", err)
+	}
+	f.Close() // every write to the file fails from now on
+	_, err = sf.Write(make([]byte, streamBuffer))
+	if err == nil || !strings.Contains(err.Error(), f.Name()) {
+		t.Fatalf("Write past the buffer over a closed file: %v, want an error naming %s", err, f.Name())
+	}
+	if _, err2 := sf.Write([]byte("x")); err2 == nil {
+		t.Error("a Write after a failed one succeeded")
+	}
+	if err := sf.Commit(ctx, "ab01"); err == nil {
+		t.Fatal("Commit after a failed write succeeded")
+	}
+	if _, err := os.Stat(s.Path(blob.Handle{Kind: blob.KindData, Name: "ab01"})); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed file is visible: %v", err)
+	}
+	if _, err := os.Stat(f.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the temporary file is left behind: %v", err)
 	}
 }

@@ -9,7 +9,14 @@ import (
 	"path/filepath"
 
 	"github.com/coffre/coffre/internal/repo/blob"
+	"github.com/coffre/coffre/internal/repo/bufpool"
 )
+
+// streamBuffer is how much of a file being written is gathered before it
+// goes to the kernel. A pack writer hands over one sealed blob at a time
+// (4-40 KiB): a write system call each cost ~5 µs of system time on the
+// bench VM (42,000 of them in one backup of the PostgreSQL bench database).
+const streamBuffer = 1 << 20
 
 // Create starts a file of kind k written incrementally (blob.Streamer): a
 // temporary file in the kind's directory, renamed to its final name by Commit.
@@ -25,10 +32,14 @@ func (s *Storage) Create(ctx context.Context, k blob.Kind) (blob.StreamFile, err
 	return &streamFile{s: s, k: k, f: f}, nil
 }
 
+// streamFile buffers what is written (streamBuffer at a time); Commit writes
+// the rest before its fsync. A write error is kept and returned by every
+// later Write and by Commit, so that no file with a hole is ever named.
 type streamFile struct {
 	s    *Storage
 	k    blob.Kind
 	f    *os.File
+	buf  []byte // pending bytes; nil until the first Write, and after release
 	err  error
 	done bool
 }
@@ -37,11 +48,51 @@ func (w *streamFile) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.f.Write(p)
-	if err != nil {
-		w.err = fmt.Errorf("write %s: %w", w.f.Name(), diskFull(err, w.f.Name()))
+	if w.buf == nil {
+		w.buf = bufpool.Default.Get(streamBuffer)[:0]
 	}
-	return n, w.err
+	if len(w.buf)+len(p) > cap(w.buf) {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		if len(p) >= cap(w.buf)/2 {
+			if _, err := w.f.Write(p); err != nil {
+				return 0, w.failed(err)
+			}
+			return len(p), nil
+		}
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// flush writes the pending bytes.
+func (w *streamFile) flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.f.Write(w.buf)
+	w.buf = w.buf[:0]
+	if err != nil {
+		return w.failed(err)
+	}
+	return nil
+}
+
+func (w *streamFile) failed(err error) error {
+	w.err = fmt.Errorf("write %s: %w", w.f.Name(), diskFull(err, w.f.Name()))
+	return w.err
+}
+
+// release returns the buffer to the pool.
+func (w *streamFile) release() {
+	if w.buf != nil {
+		bufpool.Default.Put(w.buf)
+		w.buf = nil
+	}
 }
 
 // Commit fsyncs the file, renames it to its final name and fsyncs the
@@ -54,8 +105,10 @@ func (w *streamFile) Commit(ctx context.Context, name string) (err error) {
 			err = fmt.Errorf("save %v: %w", h, err)
 		}
 	}()
-	if w.err != nil {
-		return w.err
+	err = w.flush()
+	w.release()
+	if err != nil {
+		return err
 	}
 	if err := w.s.check(ctx, h); err != nil {
 		return err
@@ -85,6 +138,7 @@ func (w *streamFile) Commit(ctx context.Context, name string) (err error) {
 
 // Abort removes the temporary file.
 func (w *streamFile) Abort() error {
+	w.release()
 	if !w.done {
 		w.done = true
 		_ = w.f.Close()
