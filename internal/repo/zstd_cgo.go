@@ -32,6 +32,8 @@ import (
 	"unsafe"
 
 	ddzstd "github.com/DataDog/zstd" // also compiles and links the library called above
+
+	"github.com/coffre/coffre/internal/repo/chunker"
 )
 
 // cEncoder compresses with the reference zstd library (DataDog/zstd bundles
@@ -55,8 +57,9 @@ type cEncoder struct {
 }
 
 // staticMax is the largest input compressed with a pooled context: the
-// largest chunk of the default chunker parameters.
-const staticMax = 4 << 20
+// largest chunk of the default chunker parameters (file content; stream
+// chunks are smaller).
+var staticMax = chunker.DefaultParams.MaxSize
 
 func newEncoder(level int) encoder {
 	// The largest workspace over the library's parameter tiers (inputs of
@@ -65,7 +68,7 @@ func newEncoder(level int) encoder {
 	// levels, unbounded inputs would need a window, and tables, of
 	// hundreds of MiB.
 	var size C.size_t
-	for _, tier := range []C.ulonglong{16 << 10, 128 << 10, 256 << 10, staticMax} {
+	for _, tier := range []C.ulonglong{16 << 10, 128 << 10, 256 << 10, C.ulonglong(staticMax)} {
 		size = max(size, C.ZSTD_estimateCCtxSize_usingCParams(C.ZSTD_getCParams(C.int(level), tier, 0)))
 	}
 	return &cEncoder{level: level, size: size, ctxs: make(chan *C.ZSTD_CCtx, 4*runtime.GOMAXPROCS(0))}
