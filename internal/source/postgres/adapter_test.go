@@ -625,6 +625,8 @@ func TestSettings(t *testing.T) {
 		{map[string]string{"database": "d", "roles": "yes"}, "roles"},
 		{map[string]string{"database": "d", "owners": "all"}, "owners"},
 		{map[string]string{"database": "d", "order": "sorted"}, "want range, key or physical"},
+		{map[string]string{"database": "d", "maintenance_work_mem": "lots"}, "maintenance_work_mem \"lots\""},
+		{map[string]string{"database": "d", "maintenance_work_mem": "64MB -c fsync=off"}, "maintenance_work_mem"},
 	} {
 		_, err := parseSettings(source.Conn{Resource: "r", Settings: tc.set})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -635,8 +637,81 @@ func TestSettings(t *testing.T) {
 	if err != nil || s.port != 5432 || s.sslmode != "prefer" || s.owners != "none" || s.roles {
 		t.Errorf("defaults: %+v %v", s, err)
 	}
+	if s.indexMem != defaultIndexMem {
+		t.Errorf("maintenance_work_mem by default: %q, want %q", s.indexMem, defaultIndexMem)
+	}
+	for in, want := range map[string]string{"server": "", "1GB": "1GB", "262144": "262144"} {
+		s, err := parseSettings(source.Conn{Settings: map[string]string{"database": "d", "maintenance_work_mem": in}})
+		if err != nil || s.indexMem != want {
+			t.Errorf("maintenance_work_mem %q: %q, %v; want %q", in, s.indexMem, err, want)
+		}
+	}
 	if p := tablePath("a.b", "c"); p == tablePath("a", "b.c") || p != "data/a%2Eb.c.copy" {
 		t.Errorf("table paths are ambiguous: %s", p)
+	}
+}
+
+// TestRestoreIndexMemory: the pg_restore runs that build indexes (each
+// table's early ones and the final post-data) get the target's
+// maintenance_work_mem (64MB by default, none with "server") through
+// PGOPTIONS, and the others do not. pg_restore is the real one, behind a
+// script that records its environment.
+func TestRestoreIndexMemory(t *testing.T) {
+	r, _ := repo.TestRepository(t)
+	m := mustBackup(t, Adapter{}, r, connFor(t, sourceDB(t)))
+	for _, tc := range []struct{ setting, want string }{
+		{"", "-c maintenance_work_mem=64MB"},
+		{"8MB", "-c maintenance_work_mem=8MB"},
+		{"server", ""},
+	} {
+		t.Run("setting="+tc.setting, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, name := range []string{"pg_restore", "psql"} {
+				real, err := (Adapter{}).tool(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if name == "psql" {
+					if err := os.Symlink(real, filepath.Join(dir, name)); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				writeScript(t, filepath.Join(dir, name), `echo "$PGOPTIONS|$*" >> "$(dirname "$0")/calls"
+exec `+real+` "$@"
+`)
+			}
+			dst := connFor(t, newDBName(t, "mem"))
+			if tc.setting != "" {
+				dst = dst.With(map[string]string{"maintenance_work_mem": tc.setting})
+			}
+			res, err := (Adapter{BinDir: dir}).Restore(ctxb(), r, m, dst, source.RestoreOptions{Validate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := res.Validation; v == nil || !v.OK {
+				t.Fatalf("validation: %+v", v)
+			}
+			calls, err := os.ReadFile(filepath.Join(dir, "calls"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			builds := 0
+			for _, l := range strings.Split(strings.TrimSpace(string(calls)), "\n") {
+				opts, args, _ := strings.Cut(l, "|")
+				want := ""
+				if strings.Contains(args, "--section=post-data") {
+					want = tc.want
+					builds++
+				}
+				if opts != want {
+					t.Errorf("pg_restore %s: PGOPTIONS %q, want %q", args, opts, want)
+				}
+			}
+			if builds < 2 {
+				t.Errorf("%d index-building pg_restore runs, want the early ones and the final post-data:\n%s", builds, calls)
+			}
+		})
 	}
 }
 

@@ -333,7 +333,11 @@ func (rs *restore) pgRestoreSection(ctx context.Context, section string) error {
 		defer os.Remove(list)
 		args = append(args, "--use-list="+list)
 	}
-	return runTool(ctx, rs.pgRestore, append(args, rs.schema), childEnv(rs.s, rs.pw, "", appRestore), rs.pw)
+	env := childEnv(rs.s, rs.pw, "", appRestore)
+	if section == "post-data" {
+		env = rs.s.indexEnv(rs.pw, "", appRestore)
+	}
+	return runTool(ctx, rs.pgRestore, append(args, rs.schema), env, rs.pw)
 }
 
 func (rs *restore) pgRestoreArgs(section string) []string {
@@ -430,7 +434,7 @@ func (rs *restore) buildEarly(ctx context.Context, t *Table) error {
 	}
 	defer os.Remove(list)
 	args := append(rs.pgRestoreArgs("post-data"), "--use-list="+list, rs.schema)
-	if err := runTool(ctx, rs.pgRestore, args, childEnv(rs.s, rs.pw, "", appRestore), rs.pw); err != nil {
+	if err := runTool(ctx, rs.pgRestore, args, rs.s.indexEnv(rs.pw, "", appRestore), rs.pw); err != nil {
 		return fmt.Errorf("indexes and key constraints of table %s: %w", t, err)
 	}
 	rs.tocMu.Lock()
