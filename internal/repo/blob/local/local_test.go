@@ -278,20 +278,27 @@ func TestTruncatedUnderReader(t *testing.T) {
 	}
 }
 
+// newStreamFile starts a data file in a new vault.
+func newStreamFile(t *testing.T) (*Storage, blob.StreamFile) {
+	t.Helper()
+	s, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, err := s.Create(context.Background(), blob.KindData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, sf
+}
+
 // TestStreamFileBuffers: a stream written in pieces of every size (bytes,
 // pieces that cross the buffer's end, pieces larger than it) commits exactly
 // the bytes written, in order, while fewer of them have reached the file
 // before Commit than were written.
 func TestStreamFileBuffers(t *testing.T) {
-	s, err := Create(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	sf, err := s.Create(ctx, blob.KindData)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, sf := newStreamFile(t)
 	var want []byte
 	rnd := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{1, 1, 7, 100 << 10, streamBuffer - 100<<10 - 9, 1, streamBuffer / 2, 3, streamBuffer*3 + 5, 12345}
@@ -332,22 +339,14 @@ func TestStreamFileBuffers(t *testing.T) {
 // is returned by that Write, by every later one and by Commit, which names
 // nothing and leaves no temporary file.
 func TestStreamFileWriteError(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Create(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	sf, err := s.Create(ctx, blob.KindData)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, sf := newStreamFile(t)
 	f := sf.(*streamFile).f
 	if _, err := sf.Write(make([]byte, 1000)); err != nil {
 		t.Fatalf("a buffered write failed: %v", err)
 	}
 	f.Close() // every write to the file fails from now on
-	_, err = sf.Write(make([]byte, streamBuffer))
+	_, err := sf.Write(make([]byte, streamBuffer))
 	if err == nil || !strings.Contains(err.Error(), f.Name()) {
 		t.Fatalf("Write past the buffer over a closed file: %v, want an error naming %s", err, f.Name())
 	}

@@ -14,8 +14,9 @@ import (
 
 // streamBuffer is how much of a file being written is gathered before it
 // goes to the kernel. A pack writer hands over one sealed blob at a time
-// (4-40 KiB): a write system call each cost ~5 µs of system time on the
-// bench VM (42,000 of them in one backup of the PostgreSQL bench database).
+// (a few KiB for database streams, up to a few MiB for file content): a
+// write system call each cost ~5 µs of system time on the bench VM (42,000
+// of them in one backup of the PostgreSQL bench database).
 const streamBuffer = 1 << 20
 
 // Create starts a file of kind k written incrementally (blob.Streamer): a
