@@ -334,9 +334,9 @@ const defaultIndexMem = "64MB"
 // memSetting is a PostgreSQL memory amount (the server checks its range).
 var memSetting = regexp.MustCompile(`^[0-9]{1,10}(kB|MB|GB|TB)?$`)
 
-// indexEnv is childEnv for the pg_restore runs that build indexes.
-func (s settings) indexEnv(password, db, app string) []string {
-	env := childEnv(s, password, db, app)
+// withIndexMem returns a child's environment (childEnv) for a pg_restore
+// run that builds indexes: with the restore's maintenance_work_mem.
+func (s settings) withIndexMem(env []string) []string {
 	if s.indexMem != "" {
 		env = append(env, "PGOPTIONS=-c maintenance_work_mem="+s.indexMem)
 	}

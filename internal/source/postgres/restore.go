@@ -335,7 +335,7 @@ func (rs *restore) pgRestoreSection(ctx context.Context, section string) error {
 	}
 	env := childEnv(rs.s, rs.pw, "", appRestore)
 	if section == "post-data" {
-		env = rs.s.indexEnv(rs.pw, "", appRestore)
+		env = rs.s.withIndexMem(env)
 	}
 	return runTool(ctx, rs.pgRestore, append(args, rs.schema), env, rs.pw)
 }
@@ -434,7 +434,7 @@ func (rs *restore) buildEarly(ctx context.Context, t *Table) error {
 	}
 	defer os.Remove(list)
 	args := append(rs.pgRestoreArgs("post-data"), "--use-list="+list, rs.schema)
-	if err := runTool(ctx, rs.pgRestore, args, rs.s.indexEnv(rs.pw, "", appRestore), rs.pw); err != nil {
+	if err := runTool(ctx, rs.pgRestore, args, rs.s.withIndexMem(childEnv(rs.s, rs.pw, "", appRestore)), rs.pw); err != nil {
 		return fmt.Errorf("indexes and key constraints of table %s: %w", t, err)
 	}
 	rs.tocMu.Lock()
