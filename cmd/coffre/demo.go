@@ -27,7 +27,8 @@ func cmdDemo(g *globals) *cobra.Command {
 		Short: "Show coffre at work on its embedded defaults: the seed's development plan from HCL, a server, backup jobs, listing, restore",
 		Long: `Write the seed's development environment as an HCL file (its vault on local disk, a
 sample directory as the file system it protects), apply it to an embedded catalog,
-start a server, run two backup jobs through its API, list the recovery points and
+start a server (its scheduler off, so that the plan's nightly rule, due from 22:00
+to 23:00 UTC, adds no backup of its own), run two backup jobs through its API, list the recovery points and
 jobs, restore the latest point through a restore job and compare it with the source,
 verify the audit trail, stop the server and check every byte of the vault.`,
 		Args: cobra.NoArgs,
@@ -116,14 +117,17 @@ func (g *globals) demo(ctx context.Context, dir string) error {
 		return err
 	}
 	defer logf.Close()
-	fmt.Fprintf(g.stdout, "\n$ coffre server --catalog $DEMO/data --listen 127.0.0.1:0 2>$DEMO/server.log &\n")
+	fmt.Fprintf(g.stdout, "\n# (the demo runs its server with the scheduler off: only the jobs asked of it run)\n$ coffre server --catalog $DEMO/data --listen 127.0.0.1:0 2>$DEMO/server.log &\n")
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	ready, served := make(chan string, 1), make(chan error, 1)
 	sg := &globals{stdout: g.stdout, stderr: logf, log: g.log}
 	sf := &serverFlags{policyFlags: policyFlags{catalogDir: data}, listen: "127.0.0.1:0", workers: 2,
 		tick: server.DefaultTick, lifecycleEvery: server.DefaultLifecycleEvery, grace: jobs.DefaultShutdownGrace, logFormat: "text",
-		perVault: jobs.DefaultLimits.PerVault, perResource: jobs.DefaultLimits.PerResource}
+		perVault: jobs.DefaultLimits.PerVault, perResource: jobs.DefaultLimits.PerResource,
+		// The plan's daily rule (22:00 UTC, 1 h start window) would start a
+		// backup of its own when the demo runs inside that hour.
+		noScheduler: true}
 	go func() { served <- sg.serve(sctx, sf, func(url string) { ready <- url }) }()
 	select {
 	case <-ready:

@@ -44,6 +44,7 @@ type serverFlags struct {
 	logFormat      string
 	perVault       int
 	perResource    int
+	noScheduler    bool // coffre demo: no plan rule makes a job (no flag)
 }
 
 func cmdServer(g *globals) *cobra.Command {
@@ -123,7 +124,7 @@ func (g *globals) serve(ctx context.Context, f *serverFlags, ready func(url stri
 	cfg := server.Config{
 		Cat: cat, Runner: runner, Clock: clk, Log: log, Listen: f.listen,
 		Handler: (&api.Server{Cat: cat, Clock: clk, Log: log.With("component", "api")}).Handler(),
-		Tick:    f.tick, LifecycleEvery: f.lifecycleEvery,
+		Tick:    f.tick, LifecycleEvery: f.lifecycleEvery, NoScheduler: f.noScheduler,
 		WAL: &jobs.WALSupervisor{Cat: cat, Vaults: vaults},
 		Lifecycle: func(ctx context.Context) error {
 			res, err := lc.RunOnce(ctx)

@@ -48,6 +48,11 @@ type Config struct {
 	Ready func(addr string)
 	// Scheduler options.
 	Scheduler scheduler.Options
+	// NoScheduler keeps the scheduler from running: the server serves the
+	// API and runs the jobs asked of it, and no plan rule makes a job (nor
+	// expires a stale one). coffre demo runs its server so, since its
+	// plan's daily rule may be due while it runs.
+	NoScheduler bool
 }
 
 // Run runs the server until ctx ends, then shuts down: the API stops
@@ -112,24 +117,26 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Ready("")
 	}
 
-	sched := scheduler.New(cfg.Cat, cfg.Clock, cfg.Scheduler)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		every(ctx, cfg.Tick, func() {
-			res, err := sched.Tick(ctx)
-			if err != nil && ctx.Err() == nil {
-				log.Error("scheduler tick failed", "component", "scheduler", "err", err)
-				return
-			}
-			for _, e := range res.Errors {
-				log.Warn("scheduler", "component", "scheduler", "err", e)
-			}
-			if res.Created > 0 || res.Expired > 0 {
-				log.Info("scheduler tick", "component", "scheduler", "created", res.Created, "expired", res.Expired, "existing", res.Existing)
-			}
-		})
-	}()
+	if !cfg.NoScheduler {
+		sched := scheduler.New(cfg.Cat, cfg.Clock, cfg.Scheduler)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			every(ctx, cfg.Tick, func() {
+				res, err := sched.Tick(ctx)
+				if err != nil && ctx.Err() == nil {
+					log.Error("scheduler tick failed", "component", "scheduler", "err", err)
+					return
+				}
+				for _, e := range res.Errors {
+					log.Warn("scheduler", "component", "scheduler", "err", e)
+				}
+				if res.Created > 0 || res.Expired > 0 {
+					log.Info("scheduler tick", "component", "scheduler", "created", res.Created, "expired", res.Expired, "existing", res.Existing)
+				}
+			})
+		}()
+	}
 	if cfg.Lifecycle != nil {
 		wg.Add(1)
 		go func() {

@@ -71,6 +71,12 @@ type testServer struct {
 
 func startServer(t *testing.T, start time.Time, withLifecycle bool) *testServer {
 	t.Helper()
+	return startServerWith(t, start, withLifecycle, nil)
+}
+
+// startServerWith is startServer with mod applied to the server's Config.
+func startServerWith(t *testing.T, start time.Time, withLifecycle bool, mod func(*Config)) *testServer {
+	t.Helper()
 	clk := clock.NewFake(start)
 	cat, err := sqlite.Open(t.TempDir(), clk)
 	if err != nil {
@@ -99,6 +105,9 @@ func startServer(t *testing.T, start time.Time, withLifecycle bool) *testServer 
 			s.passes.Add(1)
 			return err
 		}
+	}
+	if mod != nil {
+		mod(&c)
 	}
 	go func() { s.done <- Run(sctx, c) }()
 	t.Cleanup(func() {
@@ -147,6 +156,23 @@ func (s *testServer) points() []catalog.RecoveryPoint {
 		s.t.Fatal(err)
 	}
 	return ps
+}
+
+// TestNoScheduler: a server started with NoScheduler inside the development
+// plan's start window (22:00 UTC, 1 h) makes no job of the due fire, while
+// its lifecycle runs pass after pass (as coffre demo runs it); the same
+// server with the scheduler makes that job (see the test below).
+func TestNoScheduler(t *testing.T) {
+	at := time.Date(2026, 3, 1, 22, 10, 0, 0, time.UTC)
+	s := startServerWith(t, at, true, func(c *Config) { c.NoScheduler = true })
+	s.waitFor("three lifecycle passes", func() bool { return s.passes.Load() >= 3 })
+	if js := s.jobs(); len(js) != 0 {
+		t.Fatalf("%d backup jobs with the scheduler off, want none: %+v", len(js), js)
+	}
+	s.stop()
+
+	on := startServer(t, at, false)
+	on.waitFor("the due fire's job", func() bool { return len(on.jobs()) == 1 })
 }
 
 // TestServerRunsTheDevelopmentPlanOnAFastForwardedClock leaves a server
