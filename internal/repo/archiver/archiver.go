@@ -239,8 +239,7 @@ func (a *Archiver) saveWorker(ctx context.Context) {
 func (a *Archiver) fileWorker(ctx context.Context) {
 	defer a.workers.Done()
 	for j := range a.fileCh {
-		a.saveFile(ctx, j.path, j.node)
-		j.done()
+		a.saveFile(ctx, j.path, j.node, j.done)
 	}
 }
 
@@ -337,7 +336,8 @@ func (a *Archiver) fileError(p string, err error) {
 
 // saveFile reads one regular file into n.Content; file-level problems are
 // recorded in n.Error, vault failures abort via setFatal.
-func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node) {
+func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node, done func()) {
+	var linked func() // records the content for the other links, once known
 	if n.Links > 1 {
 		v, loaded := a.hlinks.LoadOrStore(devino{n.DeviceID, n.Inode}, &hlink{ready: make(chan struct{})})
 		h := v.(*hlink)
@@ -345,29 +345,65 @@ func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node) {
 			select {
 			case <-h.ready:
 			case <-ctx.Done():
+				done()
 				return
 			}
 			if h.ok {
 				n.Content = h.content
 				a.prog.Files.Add(1)
 				a.prog.Bytes.Add(int64(n.Size))
+				done()
 				return
 			}
 			// the first link could not be read: try this one on its own
 		} else {
-			defer func() {
+			linked = func() {
 				h.content, h.ok = n.Content, n.Error == "" && ctx.Err() == nil
 				close(h.ready)
-			}()
+			}
 		}
 	}
+	var rd *reading
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = a.readFile(ctx, p, n)
-		if !errors.Is(err, ErrChanged) {
+		rd, err = a.readFile(ctx, p, n)
+		if err != nil || !rd.changed() {
 			break
 		}
+		// Changed while read: its chunks are saved before it is read
+		// again (a failure to save them still stops the backup).
+		if err = rd.finish(n); !errors.Is(err, ErrChanged) {
+			rd = nil
+			break
+		}
+		rd = nil
 	}
+	complete := func() {
+		if rd != nil {
+			err = rd.finish(n)
+		}
+		a.fileDone(ctx, p, n, err)
+		if linked != nil {
+			linked()
+		}
+		done()
+	}
+	if rd == nil {
+		complete()
+		return
+	}
+	// The file is read and closed, and its chunks are with the save
+	// workers: the reader goes on with the next file while they finish,
+	// so that the disk is kept busy while the CPU compresses (a.mem
+	// bounds the chunks in flight, and so the files). The file is
+	// finished by whoever is last, the reader here or the save worker of
+	// its last chunk, as soon as its own chunks are saved: its directory
+	// does not wait for other files.
+	rd.release(complete)
+}
+
+// fileDone records the outcome of reading file p into n.
+func (a *Archiver) fileDone(ctx context.Context, p string, n *tree.Node, err error) {
 	a.prog.Files.Add(1)
 	a.prog.Bytes.Add(int64(n.Size))
 	if err == nil {
@@ -393,43 +429,108 @@ type fatalError struct{ err error }
 func (e *fatalError) Error() string { return e.err.Error() }
 func (e *fatalError) Unwrap() error { return e.err }
 
-// readFile reads, chunks and saves one file. The chunks are saved by the
-// worker pool; readFile waits for all of them.
-func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
+// reading is a file read and closed whose chunks the save workers may
+// still be saving.
+type reading struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	serr error        // the first save error (fatal)
+	ids  []*crypto.ID // the chunks' ids, in order, set as they are saved
+	size uint64       // bytes read
+	rerr error        // the read's error
+	cerr error        // Close's (ErrChanged: changed while read)
+	// refs counts the chunks not saved yet, plus one held by the reader
+	// until it calls release.
+	refs   atomic.Int64
+	onDone func() // run by release's caller or the last chunk's saver
+}
+
+// changed reports whether the file changed while it was read.
+func (rd *reading) changed() bool {
+	return errors.Is(rd.rerr, ErrChanged) || errors.Is(rd.cerr, ErrChanged)
+}
+
+func newReading() *reading {
+	rd := &reading{}
+	rd.refs.Store(1)
+	return rd
+}
+
+// add counts a chunk handed to the save workers.
+func (rd *reading) add() {
+	rd.wg.Add(1)
+	rd.refs.Add(1)
+}
+
+// saved is called once per chunk added, with the error saving it.
+func (rd *reading) saved(err error) {
+	if err != nil {
+		rd.mu.Lock()
+		if rd.serr == nil {
+			rd.serr = err
+		}
+		rd.mu.Unlock()
+	}
+	rd.wg.Done()
+	if rd.refs.Add(-1) == 0 {
+		rd.onDone()
+	}
+}
+
+// release drops the reader's reference: f runs once every chunk is saved,
+// now if they are.
+func (rd *reading) release(f func()) {
+	rd.onDone = f
+	if rd.refs.Add(-1) == 0 {
+		f()
+	}
+}
+
+// finish waits for the chunks to be saved and sets n's content and size.
+func (rd *reading) finish(n *tree.Node) error {
+	rd.wg.Wait()
+	if rd.serr != nil {
+		return &fatalError{rd.serr}
+	}
+	if rd.rerr != nil {
+		return rd.rerr
+	}
+	n.Content = make([]crypto.ID, len(rd.ids))
+	for i, id := range rd.ids {
+		n.Content[i] = *id
+	}
+	if rd.cerr != nil {
+		return rd.cerr
+	}
+	if rd.size != n.Size {
+		n.Size = rd.size
+	}
+	return nil
+}
+
+// readFile reads and chunks one file, hands the chunks to the save
+// workers and closes the file; the reading's finish waits for the chunks
+// to be saved. An error means the file could not be opened.
+func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) (*reading, error) {
 	a.prog.Current.Store(p)
 	f, err := a.fs.Open(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		serr error
-		ids  []*crypto.ID
-		size uint64
-	)
-	done := func(err error) {
-		if err != nil {
-			mu.Lock()
-			if serr == nil {
-				serr = err
-			}
-			mu.Unlock()
-		}
-		wg.Done()
-	}
+	rd := newReading()
+	done := rd.saved
 	// hand passes buf (a getChunk buffer whose capacity a.mem accounts
 	// for) to a save worker, which returns both.
 	hand := func(buf []byte) error {
 		id := new(crypto.ID)
-		ids = append(ids, id)
-		size += uint64(len(buf))
-		wg.Add(1)
+		rd.ids = append(rd.ids, id)
+		rd.size += uint64(len(buf))
+		rd.add()
 		select {
 		case a.saveCh <- saveJob{data: buf, out: id, done: done}:
 			return nil
 		case <-ctx.Done():
-			wg.Done()
+			rd.saved(nil)
 			a.mem.release(int64(cap(buf)))
 			putChunk(buf)
 			return ctx.Err()
@@ -487,29 +588,13 @@ func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) error {
 		}
 		a.putChunker(c)
 	}
-	a.prog.BytesRead.Add(int64(size))
-	cerr := f.Close()
-	wg.Wait()
-	if serr != nil {
-		return &fatalError{serr}
+	a.prog.BytesRead.Add(int64(rd.size))
+	rd.cerr = f.Close()
+	if rerr != nil && ctx.Err() != nil {
+		rerr = ctx.Err()
 	}
-	if rerr != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return rerr
-	}
-	n.Content = make([]crypto.ID, len(ids))
-	for i, id := range ids {
-		n.Content[i] = *id
-	}
-	if cerr != nil {
-		return cerr
-	}
-	if size != n.Size {
-		n.Size = size
-	}
-	return nil
+	rd.rerr = rerr
+	return rd, nil
 }
 
 // Result is the outcome of a backup.
