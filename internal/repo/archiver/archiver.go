@@ -335,7 +335,9 @@ func (a *Archiver) fileError(p string, err error) {
 }
 
 // saveFile reads one regular file into n.Content; file-level problems are
-// recorded in n.Error, vault failures abort via setFatal.
+// recorded in n.Error, vault failures abort via setFatal. It returns once
+// the file is read; done is called when n is complete, which may be later,
+// from the save worker of the file's last chunk.
 func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node, done func()) {
 	var linked func() // records the content for the other links, once known
 	if n.Links > 1 {
