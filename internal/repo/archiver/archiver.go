@@ -374,11 +374,13 @@ func (a *Archiver) saveFile(ctx context.Context, p string, n *tree.Node, done fu
 		}
 		// Changed while read: its chunks are saved before it is read
 		// again (a failure to save them still stops the backup).
-		if err = rd.finish(n); !errors.Is(err, ErrChanged) {
-			rd = nil
+		saved := make(chan struct{})
+		rd.release(func() { close(saved) })
+		<-saved
+		err, rd = rd.finish(n), nil
+		if !errors.Is(err, ErrChanged) {
 			break
 		}
-		rd = nil
 	}
 	complete := func() {
 		if rd != nil {
@@ -434,7 +436,6 @@ func (e *fatalError) Unwrap() error { return e.err }
 // reading is a file read and closed whose chunks the save workers may
 // still be saving.
 type reading struct {
-	wg   sync.WaitGroup
 	mu   sync.Mutex
 	serr error        // the first save error (fatal)
 	ids  []*crypto.ID // the chunks' ids, in order, set as they are saved
@@ -459,10 +460,7 @@ func newReading() *reading {
 }
 
 // add counts a chunk handed to the save workers.
-func (rd *reading) add() {
-	rd.wg.Add(1)
-	rd.refs.Add(1)
-}
+func (rd *reading) add() { rd.refs.Add(1) }
 
 // saved is called once per chunk added, with the error saving it.
 func (rd *reading) saved(err error) {
@@ -473,7 +471,6 @@ func (rd *reading) saved(err error) {
 		}
 		rd.mu.Unlock()
 	}
-	rd.wg.Done()
 	if rd.refs.Add(-1) == 0 {
 		rd.onDone()
 	}
@@ -488,9 +485,9 @@ func (rd *reading) release(f func()) {
 	}
 }
 
-// finish waits for the chunks to be saved and sets n's content and size.
+// finish sets n's content and size, once every chunk is saved (from the
+// function given to release).
 func (rd *reading) finish(n *tree.Node) error {
-	rd.wg.Wait()
 	if rd.serr != nil {
 		return &fatalError{rd.serr}
 	}
@@ -511,8 +508,8 @@ func (rd *reading) finish(n *tree.Node) error {
 }
 
 // readFile reads and chunks one file, hands the chunks to the save
-// workers and closes the file; the reading's finish waits for the chunks
-// to be saved. An error means the file could not be opened.
+// workers and closes the file; the reading's release says when the chunks
+// are saved. An error means the file could not be opened.
 func (a *Archiver) readFile(ctx context.Context, p string, n *tree.Node) (*reading, error) {
 	a.prog.Current.Store(p)
 	f, err := a.fs.Open(p)
