@@ -110,12 +110,21 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// memoryLimit is the soft memory limit of the Go heap (see run).
+const memoryLimit = 72 << 20
+
 func run(args []string, stdout, stderr io.Writer) int {
 	// A soft memory limit keeps the garbage collector ahead of the pack and
 	// chunk buffers; GOMEMLIMIT overrides it. It leaves room for what Go does
 	// not count: the zstd library's C memory and the binary's own pages.
+	// It must also stay clear of what a backup keeps live on purpose (the
+	// buffer pool's free lists, the chunks in flight, the chunkers' buffers:
+	// 48-59 MB on dataset A): at 68 MiB that live heap reached the
+	// collector's goal and it ran 1,035 times in one 15 s backup of A
+	// (GODEBUG=gctrace=1); at 72 MiB it ran 21 times, the backup took ~7%
+	// less time and peak RSS rose by 1-3 MB (86-88 MB, borg's is 93-94).
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(68 << 20)
+		debug.SetMemoryLimit(memoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
