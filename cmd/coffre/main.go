@@ -122,7 +122,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// 48-59 MB on dataset A): at 68 MiB that live heap reached the
 	// collector's goal and it ran 1,035 times in one 15 s backup of A
 	// (GODEBUG=gctrace=1); at 72 MiB it ran 21 times, the backup took ~7%
-	// less time and peak RSS rose by 1-3 MB (86-88 MB, borg's is 93-94).
+	// less time and peak RSS rose by 1-3 MB (86-88 MB; borg's was 93-103 MB
+	// in the same benchmark runs).
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
